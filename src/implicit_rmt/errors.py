@@ -73,3 +73,11 @@ class ConvergenceError(ImplicitRMTError, RuntimeError):
     def __init__(self, message: str, partial: Any = None) -> None:
         self.partial = partial
         super().__init__(message)
+
+
+class ConfigValueError(ConfigError, ParameterError):
+    """A workflow configuration key is unknown or holds a value outside what is allowed.
+
+    ``parameter`` is the key path as written in the file, for example
+    ``sweeps.default.n[2]``.
+    """
