@@ -1,0 +1,401 @@
+"""Symmetric linear operators that multiply a block of vectors per pass.
+
+The solver (:mod:`implicit_rmt.lanczos`) needs only ``shape``, ``dtype``,
+``matmat(V)`` and a count of passes. Three kinds are provided:
+
+* :class:`DenseOperator` — an in-memory symmetric matrix (tests, references);
+* :class:`TiledOperator` — a sum of tiled n×n terms, each tile read from a Zarr
+  array (:class:`StoredTiles`) or computed on the fly from the data
+  (:class:`ExplicitTiles`), plus optionally the implicit equivalent
+  :class:`LowRankShift` ``α 1(1ᵀV) + β Xᵀ(XV) + μV``. The difference
+  ``(K* − K̄)V`` is one such sum, applied in one pass over the tiles.
+
+Symmetry and I/O: a pass reads only the tiles on and above the diagonal
+(``I ≤ J``) and uses each off-diagonal tile twice, ``Y_I += A_IJ V_J`` and
+``Y_J += A_IJᵀ V_I``; the strict lower triangle of a diagonal tile is replaced
+by its upper triangle. The operator applied is therefore exactly symmetric (the
+upper triangle of the stored array mirrored), and a pass reads half the array.
+
+Distribution: the upper tiles are split into contiguous groups of near-equal
+count, one Dask task per group. ``V`` is scattered (broadcast) once per pass, each
+task reads its tiles and returns its partial ``(n, b)`` product, the client sums
+them. The low-rank part reads ``X`` column block by column block on the client
+while the tile tasks run. Memory is ``O(n·b)`` per task plus one tile, never
+``O(n²)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from implicit_rmt.errors import ParameterError, StoreError
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+EntryMap = Callable[[FloatArray], FloatArray]
+
+
+class SymmetricOperator(Protocol):
+    """What the solver needs from a symmetric n×n linear operator."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
+        ...
+
+    @property
+    def passes(self) -> int:
+        """Number of calls to :meth:`matmat` so far (passes over the matrix)."""
+        ...
+
+    def matmat(self, block: FloatArray) -> FloatArray:
+        """Return ``A @ block`` for ``block`` of shape (n, b), float64."""
+        ...
+
+
+def _check_block(block: FloatArray, n: int) -> FloatArray:
+    """Return ``block`` as float64 (n, b), or raise naming the shape received."""
+    block = np.asarray(block, dtype=np.float64)
+    if block.ndim != 2 or block.shape[0] != n:
+        raise ParameterError(
+            "block", f"array of shape {block.shape}", f"an array of shape ({n}, b)"
+        )
+    return block
+
+
+class DenseOperator:
+    """An in-memory symmetric matrix as an operator.
+
+    Parameters
+    ----------
+    matrix
+        Array of shape (n, n), any real dtype (used as float64). It must be
+        symmetric to rounding; only its upper triangle is used, mirrored, so the
+        operator is exactly symmetric (the same convention as
+        :class:`TiledOperator`).
+    """
+
+    def __init__(self, matrix: npt.ArrayLike) -> None:
+        array = np.asarray(matrix, dtype=np.float64)
+        if array.ndim != 2 or array.shape[0] != array.shape[1]:
+            raise ParameterError(
+                "matrix", f"array of shape {array.shape}", "a square (n, n) array"
+            )
+        self._matrix = np.triu(array) + np.triu(array, 1).T
+        self._passes = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
+        n = self._matrix.shape[0]
+        return (n, n)
+
+    @property
+    def passes(self) -> int:
+        """Number of products computed so far."""
+        return self._passes
+
+    def matmat(self, block: FloatArray) -> FloatArray:
+        """Return ``A @ block``; ``block`` has shape (n, b), float64."""
+        block = _check_block(block, self.shape[0])
+        self._passes += 1
+        return self._matrix @ block
+
+
+# -- tile sources ---------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _open_array(path: str, name: str) -> Any:
+    """Open member ``name`` of the Zarr group at ``path`` for reading (cached)."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    return group[name]
+
+
+@dataclass(frozen=True)
+class StoredTiles:
+    """Tiles of an n×n array stored in a Zarr group.
+
+    Parameters
+    ----------
+    path
+        Directory of the Zarr group.
+    name
+        Member holding the (n, n) array (``ck`` or ``ntk``).
+    """
+
+    path: str
+    name: str
+
+    def tile(self, rows: slice, columns: slice, data: _DataBlocks) -> FloatArray:
+        """Return the block ``A[rows, columns]`` as float64."""
+        del data
+        array = _open_array(self.path, self.name)
+        return np.asarray(array[rows, columns], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ExplicitTiles:
+    """Tiles ``f(X_Iᵀ X_J)`` computed on the fly from the data, never stored.
+
+    Parameters
+    ----------
+    entries
+        Entry map ``t ↦ Σ(t)`` applied elementwise to Gram entries ``t = x_iᵀx_j``
+        (for instance ``functools.partial(explicit_entries, match, "ck")``); must
+        be picklable to travel to Dask workers.
+    """
+
+    entries: EntryMap
+
+    def tile(self, rows: slice, columns: slice, data: _DataBlocks) -> FloatArray:
+        """Return ``f(X[:, rows]ᵀ X[:, columns])`` as float64."""
+        gram = data.columns(rows).T @ data.columns(columns)
+        return np.asarray(self.entries(gram), dtype=np.float64)
+
+
+TileSource = StoredTiles | ExplicitTiles
+
+
+@dataclass
+class _DataBlocks:
+    """Column blocks of the data ``X`` (d, n) read once per task, when needed."""
+
+    path: str | None
+    cache: dict[tuple[int, int], FloatArray] = field(default_factory=dict)
+
+    def columns(self, span: slice) -> FloatArray:
+        if self.path is None:
+            raise StoreError("an explicit tile source needs the data X of the store")
+        key = (int(span.start), int(span.stop))
+        if key not in self.cache:
+            array = _open_array(self.path, "X")
+            self.cache[key] = np.asarray(array[:, span], dtype=np.float64)
+        return self.cache[key]
+
+
+# -- one task: a group of upper tiles ---------------------------------------------
+
+
+def _tile_group_product(
+    tiles: Sequence[tuple[int, int]],
+    terms: Sequence[tuple[float, TileSource]],
+    data_path: str | None,
+    tile: int,
+    block: FloatArray,
+) -> FloatArray:
+    """Return the contribution of upper tiles ``tiles`` to ``A @ block``.
+
+    Parameters
+    ----------
+    tiles
+        Tile indices ``(I, J)`` with ``I ≤ J``.
+    terms
+        ``(coefficient, source)`` pairs; the tile used is ``Σ c_k source_k``.
+    data_path
+        Zarr group holding ``X`` (for explicit sources), or None.
+    tile
+        Tile edge length.
+    block
+        Array of shape (n, b), float64.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, b), float64: the partial product.
+    """
+    n = block.shape[0]
+    out = np.zeros_like(block)
+    data = _DataBlocks(data_path)
+    for i, j in tiles:
+        rows = slice(i * tile, min((i + 1) * tile, n))
+        columns = slice(j * tile, min((j + 1) * tile, n))
+        values = np.zeros((rows.stop - rows.start, columns.stop - columns.start))
+        for coefficient, source in terms:
+            values += coefficient * source.tile(rows, columns, data)
+        if i == j:
+            values = np.triu(values) + np.triu(values, 1).T
+            out[rows] += values @ block[rows]
+        else:
+            out[rows] += values @ block[columns]
+            out[columns] += values.T @ block[rows]
+    return out
+
+
+def _upper_tile_groups(n_tiles: int, n_groups: int) -> list[list[tuple[int, int]]]:
+    """Split the upper tiles ``I ≤ J`` into ``n_groups`` contiguous groups."""
+    tiles = [(i, j) for i in range(n_tiles) for j in range(i, n_tiles)]
+    n_groups = max(1, min(n_groups, len(tiles)))
+    size = math.ceil(len(tiles) / n_groups)
+    return [tiles[k : k + size] for k in range(0, len(tiles), size)]
+
+
+# -- the equivalent ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LowRankShift:
+    """The implicit equivalent ``K̄ = α 11ᵀ + β XᵀX + μI`` (never materialised).
+
+    Parameters
+    ----------
+    alpha, beta, mu
+        Coefficients of the equivalent (docs/solver.md, equation (1)).
+    data_path
+        Zarr group whose member ``X`` has shape (d, n); read one column block at a
+        time, so memory is ``O(d·b + d·tile)``.
+    """
+
+    alpha: float
+    beta: float
+    mu: float
+    data_path: str
+
+    def apply(self, block: FloatArray) -> FloatArray:
+        """Return ``K̄ @ block`` for ``block`` of shape (n, b), float64."""
+        array = _open_array(self.data_path, "X")
+        d, n = array.shape
+        step = int(array.chunks[1])
+        projected = np.zeros((d, block.shape[1]))
+        for start in range(0, n, step):
+            span = slice(start, min(start + step, n))
+            projected += np.asarray(array[:, span], dtype=np.float64) @ block[span]
+        out: FloatArray = self.mu * block + self.alpha * block.sum(
+            axis=0, keepdims=True
+        )
+        for start in range(0, n, step):
+            span = slice(start, min(start + step, n))
+            columns = np.asarray(array[:, span], dtype=np.float64)
+            out[span] += self.beta * (columns.T @ projected)
+        return out
+
+
+# -- the tiled operator -------------------------------------------------------------
+
+
+class TiledOperator:
+    """A symmetric n×n operator ``Σ_k c_k A_k − L`` applied tile by tile.
+
+    Parameters
+    ----------
+    n
+        Order of the operator.
+    tile
+        Tile edge length (the chunk edge of the stored arrays).
+    terms
+        ``(coefficient, source)`` pairs of tiled terms (may be empty).
+    data_path
+        Zarr group holding ``X`` (d, n), needed by explicit sources.
+    low_rank
+        Optional equivalent subtracted (``sign=-1``) or added (``sign=+1``).
+    low_rank_sign
+        ``+1.0`` or ``-1.0``.
+    client
+        A ``distributed.Client``; without one the tiles are read in this process
+        in order (the plain sequential read used as the benchmark baseline).
+    tasks_per_worker
+        Number of tile groups per worker thread, for load balance.
+
+    Notes
+    -----
+    Each :meth:`matmat` is one pass: every upper tile read (or computed) once.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        tile: int,
+        terms: Sequence[tuple[float, TileSource]],
+        *,
+        data_path: str | None = None,
+        low_rank: LowRankShift | None = None,
+        low_rank_sign: float = -1.0,
+        client: Any = None,
+        tasks_per_worker: int = 2,
+    ) -> None:
+        if n < 1:
+            raise ParameterError("n", n, "a positive integer")
+        if tile < 1:
+            raise ParameterError("tile", tile, "a positive integer")
+        if tasks_per_worker < 1:
+            raise ParameterError("tasks_per_worker", tasks_per_worker, "an integer ≥ 1")
+        if not terms and low_rank is None:
+            raise ParameterError("terms", terms, "at least one term or a low_rank part")
+        self._n = n
+        self._tile = tile
+        self._terms = list(terms)
+        self._data_path = data_path
+        self._low_rank = low_rank
+        self._low_rank_sign = float(low_rank_sign)
+        self._client = client
+        threads = 1
+        if client is not None:
+            threads = max(1, sum(client.nthreads().values()))
+        n_tiles = math.ceil(n / tile)
+        self._groups = _upper_tile_groups(n_tiles, threads * tasks_per_worker)
+        self._passes = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
+        return (self._n, self._n)
+
+    @property
+    def passes(self) -> int:
+        """Number of passes over the tiles so far."""
+        return self._passes
+
+    def matmat(self, block: FloatArray) -> FloatArray:
+        """Return ``A @ block`` for ``block`` of shape (n, b), float64."""
+        block = _check_block(block, self._n)
+        self._passes += 1
+        futures: list[Any] = []
+        partials: list[FloatArray] = []
+        if self._terms and self._client is not None:
+            shared = self._client.scatter(block, broadcast=True, hash=False)
+            futures = [
+                self._client.submit(
+                    _tile_group_product,
+                    group,
+                    self._terms,
+                    self._data_path,
+                    self._tile,
+                    shared,
+                    pure=False,
+                )
+                for group in self._groups
+            ]
+        elif self._terms:
+            partials = [
+                _tile_group_product(
+                    group, self._terms, self._data_path, self._tile, block
+                )
+                for group in self._groups
+            ]
+
+        # The equivalent runs on the client while the workers read tiles.
+        out = np.zeros_like(block)
+        if self._low_rank is not None:
+            out += self._low_rank_sign * self._low_rank.apply(block)
+        if futures:
+            partials = self._client.gather(futures)
+        for partial in partials:
+            out += partial
+        logger.debug("pass %d over %d tile groups", self._passes, len(self._groups))
+        return out
+
+
+def read_dense(path: str, name: str) -> FloatArray:
+    """Read a whole stored (n, n) array into memory as float64 (small n only)."""
+    return np.asarray(_open_array(path, name)[...], dtype=np.float64)
