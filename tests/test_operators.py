@@ -124,12 +124,14 @@ def test_distributed_pass_equals_sequential(
     terms = [(1.0, StoredTiles(str(path), "ntk"))]
     low_rank = LowRankShift(0.1, 0.2, 0.3, str(path))
     sequential = TiledOperator(N, TILE, terms, low_rank=low_rank).matmat(block)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster:
-        with Client(cluster) as client:
-            op = TiledOperator(N, TILE, terms, low_rank=low_rank, client=client)
-            distributed = op.matmat(block)
-            op.matmat(block)
-            assert op.passes == 2
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster,
+        Client(cluster) as client,
+    ):
+        op = TiledOperator(N, TILE, terms, low_rank=low_rank, client=client)
+        distributed = op.matmat(block)
+        op.matmat(block)
+        assert op.passes == 2
     assert close(
         distributed, sequential, 8 * np.abs(arrays["ntk"]).max() * np.abs(block).max()
     )
