@@ -111,7 +111,8 @@ def tile_entries(
     diagonal
         True when :math:`I = J`. The tile is then symmetrised,
         :math:`T \\leftarrow (T + T^\\top)/2`, so that the stored kernel is exactly
-        symmetric (a GEMM does not guarantee it bitwise).
+        symmetric (a GEMM does not guarantee it bitwise), and its diagonal is set
+        to :math:`x_i^\\top x_i = 1`, as ``ImplicitKernel.dense`` does.
 
     Returns
     -------
@@ -131,6 +132,8 @@ def tile_entries(
     t = xp.matmul(xp.matrix_transpose(rows), columns)
     if diagonal:
         t = (t + xp.matrix_transpose(t)) / 2
+        identity = xp.eye(t.shape[0], dtype=t.dtype)
+        t = xp.where(identity == 1, xp.ones_like(t), t)
 
     # Step 2: back into the domain of the maps, then the maps themselves.
     t = xp.clip(t, -1.0, 1.0)

@@ -280,7 +280,9 @@ def _read_attrs(group: Any, path: Path) -> dict[str, Any]:
     return attrs
 
 
-def prepare_store(path: Path, spec: PointSpec, attrs: Mapping[str, Any]) -> Any:
+def prepare_store(
+    path: str | os.PathLike[str], spec: PointSpec, attrs: Mapping[str, Any]
+) -> Any:
     """Create the store of ``spec`` at ``path``, or reopen it if it matches.
 
     Parameters
@@ -307,33 +309,62 @@ def prepare_store(path: Path, spec: PointSpec, attrs: Mapping[str, Any]) -> Any:
     """
     import zarr
 
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise StoreError(f"--out {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
+    if (path / "zarr.json").is_file():
         group = _open_group(path, mode="r+")
-        stored = PointSpec.from_attrs(_read_attrs(group, path))
-        differences = stored.differences(spec)
-        if differences:
-            raise StoreError(
-                f"{path} holds a store with other parameters ("
-                + "; ".join(differences)
-                + "). Choose another --out, or delete the store to rebuild it."
-            )
+        check_matches(group, path, spec)
         logger.info("resuming the build of %s", path)
     else:
+        if path.is_dir() and set(os.listdir(path)) - {BUILD_GROUP}:
+            raise StoreError(
+                f"--out {path} is a non-empty directory that is not a kernel store; "
+                "choose another --out"
+            )
         if not path.parent.is_dir():
             raise StoreError(
                 f"--out {path}: the directory {path.parent} does not exist"
             )
         logger.info("creating the store %s", path)
-        group = zarr.open_group(
-            path, mode="w-", zarr_format=3, attributes={ATTRIBUTE: dict(attrs)}
+        group = zarr.create_group(
+            path, zarr_format=3, attributes={ATTRIBUTE: dict(attrs)}, overwrite=False
         )
-    _create_arrays(group, spec)
+    _create_arrays(group, spec, path)
     return group
 
 
-def _create_arrays(group: Any, spec: PointSpec) -> None:
+def check_matches(group: Any, path: Path, spec: PointSpec) -> None:
+    """Raise StoreError, listing the differences, unless the store holds ``spec``."""
+    stored = PointSpec.from_attrs(_read_attrs(group, path))
+    differences = stored.differences(spec)
+    if differences:
+        raise StoreError(
+            f"{path} holds a store with other parameters ("
+            + "; ".join(differences)
+            + "). Choose another --out, or delete the store to rebuild it."
+        )
+
+
+def check_existing(path: Path, spec: PointSpec) -> None:
+    """Refuse, before any work, an ``--out`` that holds something other than ``spec``.
+
+    A missing path, an empty directory, or a store of the same parameters passes.
+    """
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"--out {path} exists and is not a directory")
+    if (path / "zarr.json").is_file():
+        check_matches(_open_group(path, mode="r"), path, spec)
+    elif path.is_dir() and set(os.listdir(path)) - {BUILD_GROUP}:
+        raise StoreError(
+            f"--out {path} is a non-empty directory that is not a kernel store; "
+            "choose another --out"
+        )
+    elif not path.parent.is_dir():
+        raise StoreError(f"--out {path}: the directory {path.parent} does not exist")
+
+
+def _create_arrays(group: Any, spec: PointSpec, path: Path) -> None:
     """Create the arrays and the build subgroup that are missing; consolidate."""
     import zarr
 
@@ -367,7 +398,7 @@ def _create_arrays(group: Any, spec: PointSpec) -> None:
             compressors=None,
         )
         created = True
-    if BUILD_GROUP not in set(group.group_keys()):
+    if not (path / BUILD_GROUP / "zarr.json").is_file():
         group.create_group(BUILD_GROUP, attributes={"about": "build records"})
         created = True
     if created or group.metadata.consolidated_metadata is None:
