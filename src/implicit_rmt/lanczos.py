@@ -271,7 +271,7 @@ def extreme_eigenvalues(
         norm, half_width = _norm_interval(upper, lower)
         # A basis spanning the whole space makes Rayleigh–Ritz exact.
         complete = size >= n
-        converged = half_width <= tol * norm or complete
+        converged = bool(half_width <= tol * norm or complete)
         result = LanczosResult(
             norm=norm,
             norm_bound=half_width,

@@ -276,8 +276,9 @@ def measure_store(
     options
         Solver and spectra options; defaults of :class:`MeasureOptions`.
     client
-        ``distributed.Client`` whose workers read the tiles; None reads them in
-        this process.
+        A ``distributed.Client`` whose workers read the tiles, a
+        :class:`~implicit_rmt.cluster.ClusterSpec` to start (and close) for this
+        measurement, or None to read the tiles in this process, in order.
 
     Returns
     -------
@@ -289,17 +290,46 @@ def measure_store(
     ParameterError, StoreError
         Before any pass, when an option, the output path or the store is unusable.
     """
+    from implicit_rmt.cluster import ClusterSpec, connect
     from implicit_rmt.store import open_store
 
-    ## Validate everything before the first pass.
-    options = options or MeasureOptions()
+    ## Validate everything before the first pass (and before any cluster starts).
+    if options is None:
+        options = MeasureOptions()
+    if not isinstance(options, MeasureOptions):
+        raise ParameterError("options", options, "a MeasureOptions")
+    if not (client is None or isinstance(client, ClusterSpec)) and not hasattr(
+        client, "submit"
+    ):
+        raise ParameterError(
+            "client", client, "a distributed.Client, a ClusterSpec or None"
+        )
     target = check_output_path(out)
     opened = open_store(store)
     attrs = dict(opened.attrs)
-    path = str(Path(opened.path).resolve())
-    n, tile = int(attrs["n"]), int(attrs["tile"])
     explicit_maps = explicit_entry_maps(attrs) if options.explicit else {}
+    target.parent.mkdir(parents=True, exist_ok=True)
 
+    if isinstance(client, ClusterSpec):
+        with connect(client) as started:
+            return _measure(
+                store, opened.path, attrs, target, options, explicit_maps, started
+            )
+    return _measure(store, opened.path, attrs, target, options, explicit_maps, client)
+
+
+def _measure(
+    store: str | os.PathLike[str],
+    store_path: Path,
+    attrs: dict[str, Any],
+    target: Path,
+    options: MeasureOptions,
+    explicit_maps: dict[str, Any],
+    client: Any,
+) -> dict[str, Any]:
+    """Run the solves of :func:`measure_store` on validated input."""
+    path = str(Path(store_path).resolve())
+    n, tile = int(attrs["n"]), int(attrs["tile"])
     metrics: dict[str, Any] = {
         "format": METRICS_FORMAT,
         "version": __version__,
