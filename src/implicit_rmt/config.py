@@ -135,6 +135,10 @@ def validate_config(
             f"the name of a sweep under `sweeps` ({', '.join(validated['sweeps'])})",
         )
     for name, sweep in validated["sweeps"].items():
+        # top-level backend/cluster (set by the gpu profile) override every sweep
+        for key in ("backend", "cluster"):
+            if key in validated:
+                sweep[key] = validated[key]
         _check_sweep(f"sweeps.{name}", sweep, check_theory)
     return validated
 

@@ -70,6 +70,12 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     os.replace(temporary, path)
 
 
+def write_manifest(path: str | Path, data: dict[str, Any], log: str | Path) -> None:
+    """Write a sweep manifest atomically and note it in the job's log file."""
+    write_json_atomic(path, data)
+    Path(log).write_text(f"wrote {path}: {len(data['points'])} points\n")
+
+
 def read_manifest(sweep_dir: str | Path) -> dict[str, Any] | None:
     """Return the manifest of a sweep directory, or None when it has none.
 
@@ -97,17 +103,20 @@ def read_manifest(sweep_dir: str | Path) -> dict[str, Any] | None:
 
 def snakemake_command(
     config_file: str | Path,
-    sweep: str,
     profile: str,
     workdir: str | Path,
     cores: int | None = None,
     dry_run: bool = False,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """Return the Snakemake command line that runs ``sweep`` with ``profile``.
+    """Return the Snakemake command line for ``config_file`` with ``profile``.
 
     Snakemake runs as ``python -m snakemake`` from the interpreter running this
-    code, so it sees the same environment and the same ``implicit-rmt``.
+    code, so it sees the same environment and the same ``implicit-rmt``. The
+    config file replaces the project's default one instead of being merged into
+    it, so sweeps of the default file do not leak into the user's. ``extra`` ends
+    the command line: options, then targets (a sweep's ``convergence.nc``
+    selects that sweep).
     """
     profile_dir = PROJECT_ROOT / "workflow" / "profiles" / profile
     command = [
@@ -122,8 +131,7 @@ def snakemake_command(
         str(profile_dir),
         "--configfile",
         str(Path(config_file).resolve()),
-        "--config",
-        f"sweep={sweep}",
+        "--replace-workflow-config",
     ]
     if cores is not None:
         command += ["--cores", str(cores)]

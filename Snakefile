@@ -1,0 +1,30 @@
+# implicit-rmt: sweeps of (n, d, seed) measuring how far the kernels of implicit
+# networks are from their random-matrix equivalents. Run through
+# `implicit-rmt sweep`, or `snakemake --workflow-profile workflow/profiles/local`.
+from snakemake.utils import min_version
+
+from implicit_rmt.config import validate_config
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# Schema (defaults filled, unknown keys rejected) and semantic checks, before any
+# job is planned; a bad config stops here with the key path in the message.
+CONFIG = validate_config(config)
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/point.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        convergence_outputs(CONFIG["sweep"]),
+    default_target: True

@@ -1,0 +1,61 @@
+# Helpers shared by the rules: result paths, the point grid, resources scaling with n.
+import shlex
+import sys
+
+from implicit_rmt.config import point_arguments, sweep_points
+from implicit_rmt.sweep import manifest, write_manifest
+
+RESULTS = CONFIG["results"]
+POINT = "n{n}_d{d}_seed{seed}"
+# The interpreter running Snakemake runs the package too, so jobs use the same
+# environment whatever PATH says.
+IMPLICIT_RMT = f"{shlex.quote(sys.executable)} -m implicit_rmt"
+
+
+wildcard_constraints:
+    sweep=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    n=r"\d+",
+    d=r"\d+",
+    seed=r"\d+",
+
+
+def sweep_config(wildcards):
+    return CONFIG["sweeps"][wildcards.sweep]
+
+
+def point_metrics(sweep):
+    """metrics.json of every point of a sweep."""
+    return [
+        f"{RESULTS}/{sweep}/points/{point.name}/metrics.json"
+        for point in sweep_points(CONFIG["sweeps"][sweep])
+    ]
+
+
+def convergence_outputs(sweep):
+    """What a finished sweep provides: tables and the plots directory."""
+    return [
+        f"{RESULTS}/{sweep}/convergence.nc",
+        f"{RESULTS}/{sweep}/convergence.csv",
+        f"{RESULTS}/{sweep}/convergence.md",
+        f"{RESULTS}/{sweep}/plots",
+    ]
+
+
+def point_options(wildcards):
+    """The `implicit-rmt point` options the sweep's points share, shell-quoted."""
+    return shlex.join(point_arguments(sweep_config(wildcards)))
+
+
+def _mentries(wildcards):
+    """Kernel entries in millions: n^2 / 1e6."""
+    return int(wildcards.n) ** 2 / 1e6
+
+
+def point_mem_mb(wildcards):
+    limits = CONFIG["resources"]["point"]
+    return int(limits["mem_mb_base"] + limits["mem_mb_per_mentry"] * _mentries(wildcards))
+
+
+def point_runtime(wildcards):
+    limits = CONFIG["resources"]["point"]
+    return int(limits["runtime_base"] + limits["runtime_per_mentry"] * _mentries(wildcards))
