@@ -81,3 +81,7 @@ class ConfigValueError(ConfigError, ParameterError):
     ``parameter`` is the key path as written in the file, for example
     ``sweeps.default.n[2]``.
     """
+
+
+class NoQuadraticMatchError(ParameterError):
+    """No quadratic activation has an explicit kernel with the requested α, β, μ."""

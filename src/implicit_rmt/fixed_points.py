@@ -1,0 +1,204 @@
+"""The kernel fixed points: the diagonal τ and the off-diagonal map ``t ↦ K*(t)``.
+
+For unit-norm inputs the pre-activation kernel of the infinite-width implicit network
+solves, entry by entry (docs/theory.md, equations (2) and (3)),
+
+.. math::
+
+    \\tau = \\sigma_a^2 E_0(\\tau;\\tau) + \\sigma_b^2, \\qquad
+    K = \\sigma_a^2 E_0(K;\\tau) + \\sigma_b^2 t .
+
+Both are solved here to machine precision: τ by a bracketed root search, ``K*(t)``
+by a vectorised Newton iteration safeguarded by bisection. These are the exact
+references that the fast tile map of :mod:`implicit_rmt.entry_maps` is certified
+against.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import optimize
+
+from implicit_rmt.activations import Activation
+from implicit_rmt.errors import NoFixedPointError, ParameterError
+from implicit_rmt.gaussian import moment
+
+FloatArray = npt.NDArray[np.float64]
+
+logger = logging.getLogger(__name__)
+
+# The diagonal root is searched on τ in (0, _TAU_MAX]; a larger variance means a
+# network whose pre-activations are ~1e4 standard units, far outside any useful range.
+_TAU_MAX = 1e8
+_NEWTON_STEPS = 60
+
+
+def check_variances(sigma_a2: float, sigma_b2: float) -> tuple[float, float]:
+    """Validate the weight variances and return them as floats.
+
+    Raises
+    ------
+    ParameterError
+        When either is not a finite positive number.
+    """
+    for name, value in (("sigma_a2", sigma_a2), ("sigma_b2", sigma_b2)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParameterError(name, value, "a positive real number")
+        if not math.isfinite(value) or value <= 0.0:
+            raise ParameterError(name, value, "a finite number > 0")
+    return float(sigma_a2), float(sigma_b2)
+
+
+def _diagonal(activation: Activation, tau: float, order: int) -> float:
+    """:math:`E_k(\\tau;\\tau) = \\mathbb E[\\varphi^{(k)}(u)^2]`, ``u ~ N(0, τ)``."""
+    return float(moment(activation, tau, np.array([tau]), order)[0])
+
+
+def solve_tau(activation: Activation, sigma_a2: float, sigma_b2: float) -> float:
+    """Solve the diagonal fixed point τ (docs/theory.md, equation (2)).
+
+    Parameters
+    ----------
+    activation
+        The activation φ.
+    sigma_a2, sigma_b2
+        The variances :math:`\\sigma_a^2, \\sigma_b^2 > 0`.
+
+    Returns
+    -------
+    float
+        The smallest positive root of :math:`h(\\tau) = \\sigma_a^2
+        \\mathbb E[\\varphi(u)^2] + \\sigma_b^2 - \\tau`, the one the iteration from
+        ``τ = 0`` reaches.
+
+    Raises
+    ------
+    NoFixedPointError
+        When no root exists below 1e8, or when the fixed-point iteration does not
+        contract at the root, :math:`\\sigma_a^2\\,\\mathbb E[\\varphi'(u)^2] \\ge 1`
+        (equation (4)); the message names the limit on ``sigma_a2``.
+    """
+    sigma_a2, sigma_b2 = check_variances(sigma_a2, sigma_b2)
+
+    def residual(tau: float) -> float:
+        return sigma_a2 * _diagonal(activation, tau, 0) + sigma_b2 - tau
+
+    # Step 1: bracket the first sign change on a geometric grid (h(0⁺) > 0).
+    low = sigma_b2 * 1e-3
+    high = low
+    while residual(high) > 0.0:
+        low, high = high, 2.0 * high
+        if high > _TAU_MAX:
+            limit = _contraction_limit(activation, _TAU_MAX)
+            raise NoFixedPointError(
+                "sigma_a2",
+                sigma_a2,
+                f"a value for which the diagonal fixed point τ exists; for "
+                f"{activation.name} it grows without bound (no root below "
+                f"{_TAU_MAX:g}){limit}",
+                "Lower sigma_a2.",
+            )
+
+    # Step 2: the root, to machine precision.
+    tau = float(
+        optimize.brentq(residual, low, high, xtol=1e-300, rtol=8.9e-16, maxiter=200)
+    )
+
+    # Step 3: the off-diagonal iteration must contract on [-τ, τ] (equation (4)).
+    slope = sigma_a2 * _diagonal(activation, tau, 1)
+    if slope >= 1.0:
+        raise NoFixedPointError(
+            "sigma_a2",
+            sigma_a2,
+            f"sigma_a2 * E[φ'(u)²] < 1 at the fixed point τ = {tau:.6g} "
+            f"(got {slope:.6g}); the kernel iteration does not contract"
+            + _contraction_limit(activation, tau),
+            "Lower sigma_a2.",
+        )
+    logger.debug("tau = %.17g (contraction factor %.6g)", tau, slope)
+    return tau
+
+
+def _contraction_limit(activation: Activation, tau: float) -> str:
+    """A phrase naming the bound on sigma_a2, exact for homogeneous activations."""
+    if activation.name in ("relu", "leaky_relu"):
+        slope = activation.params.get("slope", 0.0)
+        bound = 2.0 / (1.0 + slope**2)
+        return f"; for {activation.name} this needs sigma_a2 < {bound:.6g}"
+    value = _diagonal(activation, tau, 1)
+    if value > 0.0:
+        return f"; near τ = {tau:.6g} this needs sigma_a2 < {1.0 / value:.6g}"
+    return ""
+
+
+def solve_preactivation(
+    activation: Activation,
+    sigma_a2: float,
+    sigma_b2: float,
+    tau: float,
+    t: npt.ArrayLike,
+) -> FloatArray:
+    """Solve :math:`K = \\sigma_a^2 E_0(K) + \\sigma_b^2 t` entrywise (equation (3)).
+
+    Parameters
+    ----------
+    activation
+        The activation φ.
+    sigma_a2, sigma_b2
+        The variances.
+    tau
+        The diagonal fixed point from :func:`solve_tau`.
+    t
+        Inner products :math:`x_i^\\top x_j`, float64 array of any shape, in
+        ``[-1, 1]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`K^*(t)`, float64, shape of ``t``.
+
+    Notes
+    -----
+    :math:`F(K) = K - \\sigma_a^2 E_0(K) - \\sigma_b^2 t` is increasing on
+    ``[-τ, τ]`` (:math:`F' = 1 - \\sigma_a^2 E_1 > 0` by the contraction check),
+    with :math:`F(-\\tau) \\le 0 \\le F(\\tau)`. Newton steps from the linearised
+    guess are kept inside a shrinking bracket and replaced by bisection when they
+    leave it; the iteration stops when the step is below 2 ulp of τ.
+    """
+    t = np.clip(np.asarray(t, dtype=np.float64), -1.0, 1.0)
+    shape = t.shape
+    t = t.reshape(-1)
+    low = np.full_like(t, -tau)
+    high = np.full_like(t, tau)
+    K = np.clip(
+        sigma_b2 * t + sigma_a2 * moment(activation, tau, np.zeros(1), 0), -tau, tau
+    )
+    active = np.ones(t.shape, dtype=bool)
+    for step in range(_NEWTON_STEPS):
+        index = np.flatnonzero(active)
+        if index.size == 0:
+            break
+        k = K[index]
+        value = k - sigma_a2 * moment(activation, tau, k, 0) - sigma_b2 * t[index]
+        slope = 1.0 - sigma_a2 * moment(activation, tau, k, 1)
+
+        # Shrink the bracket with the sign of F, then take a Newton step inside it.
+        positive = value > 0.0
+        high[index] = np.where(positive, k, high[index])
+        low[index] = np.where(positive, low[index], k)
+        candidate = k - value / slope
+        inside = (candidate >= low[index]) & (candidate <= high[index])
+        candidate = np.where(inside, candidate, 0.5 * (low[index] + high[index]))
+        K[index] = candidate
+        done = (np.abs(candidate - k) <= 4.0 * np.spacing(tau)) | (value == 0.0)
+        active[index[done]] = False
+        logger.debug(
+            "Newton step %d: %d entries still moving", step, int(np.sum(~done))
+        )
+    else:
+        logger.debug("Newton stopped after %d steps", _NEWTON_STEPS)
+    return K.reshape(shape)
