@@ -127,8 +127,11 @@ def validate_config(
     schema_dict = load_schema(schema)
     _check_schema(validated, schema_dict)
 
-    sweep_name = validated["sweep"]
-    if sweep_name not in validated["sweeps"]:
+    sweeps = validated["sweeps"]
+    if "sweep" not in validated and ("default" in sweeps or len(sweeps) == 1):
+        validated["sweep"] = "default" if "default" in sweeps else next(iter(sweeps))
+    sweep_name = validated.get("sweep", "<missing>")
+    if sweep_name not in sweeps:
         raise ConfigValueError(
             "sweep",
             sweep_name,
@@ -376,11 +379,15 @@ def _check_kernel(prefix: str, sweep: dict[str, Any]) -> None:
             **sweep["activation_params"],
         )
     except ParameterError as error:
-        key = error.parameter if error.parameter in sweep else None
-        if key is None and error.parameter in sweep["activation_params"]:
-            key = f"activation_params.{error.parameter}"
-        if key is None:
-            key = "sigma_a2"
+        # the kernel names its parameter as a keyword (sigma_a2) or as
+        # activation.parameter (erf.slope); map it to the config key
+        name = str(error.parameter).rsplit(".", 1)[-1]
+        if name in sweep["activation_params"]:
+            key = f"activation_params.{name}"
+        elif name in sweep:
+            key = name
+        else:
+            key = "activation"
         summary = (
             f"activation={sweep['activation']}, "
             f"activation_params={sweep['activation_params']}, "
@@ -389,6 +396,6 @@ def _check_kernel(prefix: str, sweep: dict[str, Any]) -> None:
         raise ConfigValueError(
             f"{prefix}.{key}",
             error.value,
-            f"{error.expected} (the kernel of {summary} was rejected: {error})",
+            f"{error.expected} (for the kernel of {summary})",
             error.fix,
         ) from error
