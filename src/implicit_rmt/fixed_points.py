@@ -58,6 +58,60 @@ def _diagonal(activation: Activation, tau: float, order: int) -> float:
     return float(moment(activation, tau, np.array([tau]), order)[0])
 
 
+def _tau_or_reason(
+    activation: Activation, sigma_a2: float, sigma_b2: float
+) -> tuple[float, str | None]:
+    """τ and ``None``, or ``nan`` and why no contracting fixed point exists."""
+
+    def residual(tau: float) -> float:
+        return sigma_a2 * _diagonal(activation, tau, 0) + sigma_b2 - tau
+
+    # Step 1: bracket the first sign change on a geometric grid (h(0⁺) > 0). A
+    # root pair closer together than the grid's factor 2 is missed, so σ_a² within
+    # ~1e-3 below the true limit may be rejected too (never the reverse).
+    low = sigma_b2 * 1e-3
+    high = low
+    while residual(high) > 0.0:
+        low, high = high, 2.0 * high
+        if high > _TAU_MAX:
+            return math.nan, (
+                f"the diagonal fixed point τ grows without bound (no root below "
+                f"{_TAU_MAX:g})"
+            )
+
+    # Step 2: the root, to machine precision.
+    tau = float(
+        optimize.brentq(residual, low, high, xtol=1e-300, rtol=8.9e-16, maxiter=200)
+    )
+
+    # Step 3: the off-diagonal iteration must contract on [-τ, τ] (equation (4)).
+    slope = sigma_a2 * _diagonal(activation, tau, 1)
+    if slope >= 1.0:
+        return math.nan, (
+            f"sigma_a2 * E[φ'(u)²] = {slope:.6g} >= 1 at τ = {tau:.6g}: the kernel "
+            "iteration does not contract"
+        )
+    return tau, None
+
+
+def critical_sigma_a2(activation: Activation, sigma_b2: float, above: float) -> float:
+    """The supremum of the σ_a² for which a contracting fixed point exists.
+
+    Bisection on ``(0, above)`` to 1e-10 relative, assuming (true of every
+    activation here) that the admissible values form an interval starting at 0;
+    ``above`` must be inadmissible.
+    """
+    low, high = 0.0, above
+    while high - low > 1e-10 * high:
+        middle = 0.5 * (low + high)
+        tau, _ = _tau_or_reason(activation, middle, sigma_b2)
+        if math.isnan(tau):
+            high = middle
+        else:
+            low = middle
+    return low
+
+
 def solve_tau(activation: Activation, sigma_a2: float, sigma_b2: float) -> float:
     """Solve the diagonal fixed point τ (docs/theory.md, equation (2)).
 
@@ -80,59 +134,22 @@ def solve_tau(activation: Activation, sigma_a2: float, sigma_b2: float) -> float
     NoFixedPointError
         When no root exists below 1e8, or when the fixed-point iteration does not
         contract at the root, :math:`\\sigma_a^2\\,\\mathbb E[\\varphi'(u)^2] \\ge 1`
-        (equation (4)); the message names the limit on ``sigma_a2``.
+        (equation (4)). The message gives the largest admissible ``sigma_a2`` for
+        this activation and ``sigma_b2``.
     """
     sigma_a2, sigma_b2 = check_variances(sigma_a2, sigma_b2)
-
-    def residual(tau: float) -> float:
-        return sigma_a2 * _diagonal(activation, tau, 0) + sigma_b2 - tau
-
-    # Step 1: bracket the first sign change on a geometric grid (h(0⁺) > 0).
-    low = sigma_b2 * 1e-3
-    high = low
-    while residual(high) > 0.0:
-        low, high = high, 2.0 * high
-        if high > _TAU_MAX:
-            limit = _contraction_limit(activation, _TAU_MAX)
-            raise NoFixedPointError(
-                "sigma_a2",
-                sigma_a2,
-                f"a value for which the diagonal fixed point τ exists; for "
-                f"{activation.name} it grows without bound (no root below "
-                f"{_TAU_MAX:g}){limit}",
-                "Lower sigma_a2.",
-            )
-
-    # Step 2: the root, to machine precision.
-    tau = float(
-        optimize.brentq(residual, low, high, xtol=1e-300, rtol=8.9e-16, maxiter=200)
-    )
-
-    # Step 3: the off-diagonal iteration must contract on [-τ, τ] (equation (4)).
-    slope = sigma_a2 * _diagonal(activation, tau, 1)
-    if slope >= 1.0:
+    tau, reason = _tau_or_reason(activation, sigma_a2, sigma_b2)
+    if reason is not None:
+        limit = critical_sigma_a2(activation, sigma_b2, sigma_a2)
         raise NoFixedPointError(
             "sigma_a2",
             sigma_a2,
-            f"sigma_a2 * E[φ'(u)²] < 1 at the fixed point τ = {tau:.6g} "
-            f"(got {slope:.6g}); the kernel iteration does not contract"
-            + _contraction_limit(activation, tau),
+            f"sigma_a2 < {limit:.6g} for activation {activation.name} with "
+            f"sigma_b2 = {sigma_b2:g} ({reason})",
             "Lower sigma_a2.",
         )
-    logger.debug("tau = %.17g (contraction factor %.6g)", tau, slope)
+    logger.debug("tau = %.17g", tau)
     return tau
-
-
-def _contraction_limit(activation: Activation, tau: float) -> str:
-    """A phrase naming the bound on sigma_a2, exact for homogeneous activations."""
-    if activation.name in ("relu", "leaky_relu"):
-        slope = activation.params.get("slope", 0.0)
-        bound = 2.0 / (1.0 + slope**2)
-        return f"; for {activation.name} this needs sigma_a2 < {bound:.6g}"
-    value = _diagonal(activation, tau, 1)
-    if value > 0.0:
-        return f"; near τ = {tau:.6g} this needs sigma_a2 < {1.0 / value:.6g}"
-    return ""
 
 
 def solve_preactivation(
