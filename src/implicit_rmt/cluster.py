@@ -235,7 +235,9 @@ def connect(spec: ClusterSpec | None = None) -> Iterator[Any]:
 @contextmanager
 def _start_cluster(spec: ClusterSpec) -> Iterator[Any]:
     """Start a ``local``, ``cuda`` or ``slurm`` cluster; close it on exit."""
-    dashboard = ":8787" if spec.dashboard else None
+    # Without a dashboard the scheduler still serves HTTP (health, metrics): on a
+    # free port, so that several clusters on one machine do not collide.
+    dashboard = ":8787" if spec.dashboard else ":0"
     worker_options: dict[str, Any] = {}
     if spec.memory_limit is not None:
         worker_options["memory_limit"] = spec.memory_limit

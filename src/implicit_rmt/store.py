@@ -377,10 +377,12 @@ def _create_arrays(group: Any, spec: PointSpec, path: Path) -> None:
     }
     for name in spec.kernels:
         wanted[name] = ((spec.n, spec.n), (spec.tile, spec.tile), ("row", "column"))
-    existing = set(group.array_keys())
     created = False
+    if not (path / BUILD_GROUP / "zarr.json").is_file():
+        group.create_group(BUILD_GROUP, attributes={"about": "build records"})
+        created = True
     for name, (shape, chunks, dims) in wanted.items():
-        if name in existing:
+        if (path / name / "zarr.json").is_file():
             array = group[name]
             if tuple(array.shape) != shape or tuple(array.chunks) != chunks:
                 raise StoreError(
@@ -397,9 +399,6 @@ def _create_arrays(group: Any, spec: PointSpec, path: Path) -> None:
             dimension_names=dims,
             compressors=None,
         )
-        created = True
-    if not (path / BUILD_GROUP / "zarr.json").is_file():
-        group.create_group(BUILD_GROUP, attributes={"about": "build records"})
         created = True
     if created or group.metadata.consolidated_metadata is None:
         # Consolidated metadata lets xarray.open_zarr read the group without
