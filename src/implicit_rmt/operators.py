@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -119,8 +120,9 @@ def _open_array(path: str, name: str) -> Any:
     """Open member ``name`` of the Zarr group at ``path`` for reading (cached)."""
     import zarr
 
-    group = zarr.open_group(path, mode="r")
-    return group[name]
+    # Open the array itself: opening the group would list its members, among
+    # them the store's ``_build`` records, which zarr warns about.
+    return zarr.open_array(store=os.path.join(path, name), mode="r", zarr_format=3)
 
 
 @dataclass(frozen=True)
