@@ -19,6 +19,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -27,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 from implicit_rmt.backend import check_backend, tile_entries, to_device, to_host
 from implicit_rmt.cluster import ClusterSpec, connect
 from implicit_rmt.data import sphere_columns
-from implicit_rmt.errors import ParameterError
+from implicit_rmt.errors import ParameterError, StoreError
 from implicit_rmt.store import (
     PointSpec,
     Records,
@@ -211,6 +212,8 @@ def build_store(
 
     # Step 2: hold the lock, create or reopen the store, forget "complete".
     with ExitStack() as stack:
+        # A full disk, raised by any write below, ends the build with a StoreError.
+        stack.enter_context(_disk_full_as_store_error(path))
         stack.enter_context(build_lock(path))
         prepare_store(path, spec, attrs)
         records = Records(path)
@@ -296,6 +299,25 @@ def build_store(
             path,
         )
     return report
+
+
+@contextmanager
+def _disk_full_as_store_error(path: Path) -> Iterator[None]:
+    """Re-raise a full disk or quota (ENOSPC, EDQUOT) as a StoreError.
+
+    The message says how to resume; other errors pass unchanged. Chunks and records are written atomically, so what was written before the
+    disk filled up stays valid and a rerun with space resumes from it.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreError(
+            f"{path}: the disk is full ({error.strerror}) while building the store. "
+            "The tiles written so far are kept: free space, or build into another "
+            "--out, and rerun the same command to resume."
+        ) from error
 
 
 def _in_flight_limit(client: Any) -> int:
