@@ -55,9 +55,9 @@ def kernel_entry(error: float, opnorm: float = 10.0, converged: bool = True) -> 
         "beta": 0.3,
         "mu": 0.5,
         "error_opnorm": error,
-        "error_opnorm_bound": error * (1 + 1e-9),
+        "error_opnorm_bound": error * 1e-9,
         "opnorm": opnorm,
-        "opnorm_bound": opnorm * (1 + 1e-9),
+        "opnorm_bound": opnorm * 1e-9,
         "relative_error": error / opnorm,
         "lambda_max": error,
         "lambda_min": -error / 2,
@@ -187,6 +187,9 @@ def test_table_means_and_spreads_over_seeds(tmp_path: Path) -> None:
         assert row.relative_error_mean == pytest.approx(values.mean() / 10, rel=1e-14)
         assert row.status == "ok"
         assert (row.seeds_ok, row.seeds) == (3, 3)
+        assert row.error_opnorm_bound_max == pytest.approx(
+            values.max() * 1e-9, rel=1e-14
+        )
         assert math.isnan(row.explicit_error_opnorm_mean)
 
 

@@ -101,8 +101,8 @@ def test_point_arguments_carry_every_setting() -> None:
     )
     arguments = point_arguments(config["sweeps"]["small"])
     text = " ".join(arguments)
-    assert "--activation leaky_relu" in text and "--slope 0.1" in text
-    assert "--tile 16" in text and "--spectra" in arguments
+    assert "--activation leaky_relu" in text and "--activation-param slope=0.1" in text
+    assert "--tile 16" in text and "--spectra auto" in text and "--threads" in arguments
     assert "--explicit" not in arguments
 
 
@@ -140,7 +140,7 @@ def test_the_selected_sweep_must_exist() -> None:
         ),
         (with_sweep(seeds=[0, 0]), "sweeps.small.seeds", "without repeated"),
         (with_sweep(tolerance=1.5), "sweeps.small.tolerance", "< 1"),
-        (with_sweep(spectra="yes"), "sweeps.small.spectra", "boolean"),
+        (with_sweep(spectra="yes"), "sweeps.small.spectra", "one of False, True, none"),
     ],
 )
 def test_schema_errors_name_the_key(

@@ -181,7 +181,8 @@ def point_arguments(sweep: Mapping[str, Any]) -> list[str]:
     """Return the ``implicit-rmt point`` options shared by every point of a sweep.
 
     The per-point options (``--n``, ``--dim``, ``--seed``, outputs) and the
-    thread count, which comes from the job's resources, are added by the caller.
+    threads per worker, which come from the job's resources, are added by the
+    caller.
     """
     arguments = [
         "--kernels",
@@ -206,9 +207,16 @@ def point_arguments(sweep: Mapping[str, Any]) -> list[str]:
         repr(float(sweep["tolerance"])),
     ]
     for key, value in sorted(sweep["activation_params"].items()):
-        arguments += [f"--{key.replace('_', '-')}", repr(float(value))]
-    if sweep["spectra"]:
-        arguments.append("--spectra")
+        arguments += ["--activation-param", f"{key}={float(value)!r}"]
+    if sweep["cluster"] == "local":
+        # workers as threads of the point's process: start-up in milliseconds,
+        # which dominates the small points of a sweep
+        arguments.append("--threads")
+    spectra = sweep["spectra"]
+    if spectra is True:
+        spectra = "auto"
+    if spectra not in (False, "none"):
+        arguments += ["--spectra", str(spectra)]
     if sweep["explicit"]:
         arguments.append("--explicit")
     return arguments

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,98 +104,199 @@ def _draw_fit(axes: Any, fit: PowerLaw, n: Any, color: str, name: str) -> None:
     )
 
 
-def marchenko_pastur_density(x: npt.ArrayLike, ratio: float) -> npt.NDArray[np.float64]:
-    """Density of the eigenvalues of :math:`X^\\top X / d`, X (d, n) i.i.d. N(0, 1).
+@dataclass
+class PointSpectra:
+    """Spectra of one kernel at one point, as the figure compares them.
 
-    Parameters
+    Attributes
     ----------
-    x
-        Points where the density is evaluated, any shape, float64.
-    ratio
-        :math:`\\gamma = n / d`.
+    point, kernel
+        Where they come from.
+    kind
+        ``"eigenvalues"`` (all eigenvalues of K*) or ``"density"`` (a stochastic
+        Lanczos estimate of the density of K*), as the solver wrote them.
+    kstar
+        Eigenvalues of K*, shape (n,) float64 (kind ``eigenvalues``); or the
+        density on ``edges``: ``(edges (bins + 1,), density (bins,))``.
+    equivalent, explicit
+        Eigenvalues of the equivalent :math:`\\bar K = \\alpha 11^\\top +
+        \\beta X^\\top X + \\mu I` and of the matched explicit kernel
+        :math:`\\Sigma`, shape (n,) float64; None above ``dense_max``.
+    theory
+        The limiting bulk of :math:`\\bar K` written by the solver
+        (docs/theory.md, equation (13)): ``(grid, density, atom)``, or None.
+    outlier
+        First-order location of the outlier of :math:`\\bar K`, equation (14).
+    """
+
+    point: Point
+    kernel: str
+    kind: str
+    kstar: Any
+    equivalent: npt.NDArray[np.float64] | None
+    explicit: npt.NDArray[np.float64] | None
+    theory: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float] | None
+    outlier: float
+
+
+def load_point_spectra(
+    directory: Path, point: Point, kernel: str, dense_max: int = 2048
+) -> PointSpectra | None:
+    """Read the spectrum a point's metrics.json points to, and add K̄ and Σ.
+
+    The eigenvalues of :math:`\\bar K` and :math:`\\Sigma` are computed densely
+    (LAPACK ``eigvalsh``) from the data ``X`` of the point's kernel store, for
+    :math:`n \\le` ``dense_max``: :math:`\\bar K` from the coefficients the
+    store records, :math:`\\Sigma_{ij} = f(x_i^\\top x_j)` from the same entry
+    map the solver measures :math:`\\|K^* - \\Sigma\\|_2` with.
 
     Returns
     -------
-    numpy.ndarray
-        The absolutely continuous part
-        :math:`\\sqrt{(\\lambda_+ - x)(x - \\lambda_-)} / (2\\pi\\gamma x)` on
-        :math:`[\\lambda_-, \\lambda_+]`,
-        :math:`\\lambda_\\pm = (1 \\pm \\sqrt\\gamma)^2`,
-        zero elsewhere; for :math:`\\gamma > 1` a mass :math:`1 - 1/\\gamma` at zero
-        is not included.
+    PointSpectra or None
+        None when the metrics name no spectrum file for ``kernel`` or it is gone.
     """
-    points = np.asarray(x, dtype=np.float64)
-    low, high = (1 - math.sqrt(ratio)) ** 2, (1 + math.sqrt(ratio)) ** 2
-    inside = (points > low) & (points < high)
-    density = np.zeros_like(points)
-    p = points[inside]
-    density[inside] = np.sqrt((high - p) * (p - low)) / (2 * math.pi * ratio * p)
-    return density
+    metrics_path = directory / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    entry = metrics.get("kernels", {}).get(kernel, {})
+    record = entry.get("spectrum")
+    if not record or "path" not in record:
+        return None
+    path = directory / Path(record["path"]).name
+    if not path.exists():
+        return None
+
+    # K* and the theory overlay, as the solver wrote them
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    kstar: Any
+    if "eigenvalues" in arrays:
+        kind, kstar = "eigenvalues", np.asarray(arrays["eigenvalues"], dtype=np.float64)
+    elif "edges" in arrays and "density" in arrays:
+        kind, kstar = "density", (arrays["edges"], arrays["density"])
+    else:
+        logger.warning("spectrum file %s holds neither eigenvalues nor a density", path)
+        return None
+    theory = None
+    if "mp_grid" in arrays and "mp_density" in arrays:
+        atom = float(arrays["mp_atom"]) if "mp_atom" in arrays else 0.0
+        theory = (arrays["mp_grid"], arrays["mp_density"], atom)
+    outlier = float(arrays["outlier"]) if "outlier" in arrays else math.nan
+
+    # K̄ and Σ from the data of the store, for moderate n
+    equivalent = explicit = None
+    if point.n <= dense_max:
+        equivalent, explicit = _dense_equivalents(directory / "kernels.zarr", kernel)
+    return PointSpectra(
+        point, kernel, kind, kstar, equivalent, explicit, theory, outlier
+    )
 
 
-def spectrum_figure(
-    spectra: dict[str, npt.NDArray[np.float64]],
-    kernel: str,
-    point: Point,
-    beta: float,
-    mu: float,
-) -> Any:
-    """Histogram the eigenvalues in ``spectra`` over the theoretical bulk of K̄.
+def _dense_equivalents(
+    store_path: Path, kernel: str
+) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
+    """Eigenvalues of K̄ and Σ of a finished store; (None, None) if unusable."""
+    from implicit_rmt.errors import ImplicitRMTError
+    from implicit_rmt.measure import explicit_entry_maps
+    from implicit_rmt.store import open_store
 
-    Parameters
-    ----------
-    spectra
-        Name (``K*``, ``K̄``, ``Σ``, …) to eigenvalues, each of shape (k,) float.
-    kernel
-        The kernel's name, for the title.
-    point
-        The point the spectra belong to.
-    beta, mu
-        Coefficients of the equivalent :math:`\\bar K`; its bulk is drawn as the
-        Marchenko–Pastur law of ratio :math:`n/d`, scaled by ``beta`` and shifted
-        by ``mu``. The rank-one part and the largest outliers are outside the bulk.
+    try:
+        store = open_store(store_path)
+    except ImplicitRMTError as error:
+        logger.warning("no K-bar/Sigma spectra for %s: %s", store_path, error)
+        return None, None
+    attrs = store.attrs
+    data = np.asarray(store.group["X"][...], dtype=np.float64)
+    gram = data.T @ data
+    coefficients = attrs["coefficients"][kernel]
+    n = gram.shape[0]
+    equivalent_matrix = (
+        coefficients["alpha"] * np.ones((n, n))
+        + coefficients["beta"] * gram
+        + coefficients["mu"] * np.eye(n)
+    )
+    explicit_matrix = np.asarray(explicit_entry_maps(attrs)[kernel](gram))
+    return (
+        np.linalg.eigvalsh(equivalent_matrix),
+        np.linalg.eigvalsh((explicit_matrix + explicit_matrix.T) / 2),
+    )
+
+
+def spectrum_figure(spectra: PointSpectra) -> Any:
+    """Histograms of the eigenvalues of K*, K̄ and Σ over the limiting bulk of K̄.
+
+    Histograms are weighted by :math:`1/n` per eigenvalue, so that they are on
+    the scale of the limiting density (whose atom, when :math:`n > d`, is given
+    in the legend). The bins cover the bulk: the largest eigenvalue of each
+    matrix, the outlier of order :math:`\\alpha n`, is marked by a line instead.
     """
     figure, axes = _figure()
-    finite = [v[np.isfinite(v)] for v in spectra.values()]
-    pooled = np.concatenate(finite) if finite else np.zeros(0)
-    # the bins cover the bulk: the top eigenvalue of a kernel with a constant
-    # part is an outlier of order n that would squash every histogram
-    upper = float(np.quantile(pooled, 0.99)) if pooled.size else 1.0
-    lower = float(pooled.min()) if pooled.size else 0.0
-    bins = np.linspace(lower, upper + 1e-12 * max(abs(upper), 1.0), 60)
-    for name, values in spectra.items():
-        values = values[np.isfinite(values)]
+    point = spectra.point
+    samples = {
+        "K*": spectra.kstar if spectra.kind == "eigenvalues" else None,
+        "K̄": spectra.equivalent,
+        "Σ": spectra.explicit,
+    }
+    bulks = [np.sort(v)[:-1] for v in samples.values() if v is not None and v.size > 1]
+    if spectra.kind == "density":
+        bulks.append(np.asarray(spectra.kstar[0], dtype=np.float64))
+    pooled = np.concatenate(bulks) if bulks else np.zeros(1)
+    low, high = float(pooled.min()), float(pooled.max())
+    pad = 0.02 * max(high - low, 1e-12)
+    bins = np.linspace(low - pad, high + pad, 50)
+
+    styles = {"K*": "tab:blue", "K̄": "tab:orange", "Σ": "tab:green"}
+    for name, values in samples.items():
+        if values is None:
+            continue
+        weights = np.full(values.size, 1.0 / (values.size * (bins[1] - bins[0])))
         axes.hist(
             values,
             bins=bins,
-            density=True,
+            weights=weights,
             histtype="step",
-            linewidth=1.4,
-            label=f"{name} ({values.size} eigenvalues)",
+            linewidth=1.5,
+            color=styles[name],
+            label=f"{name} ({values.size} eigenvalues, top {values.max():.3g})",
         )
-    if math.isfinite(beta) and beta > 0 and math.isfinite(mu):
-        grid = np.linspace(lower, upper, 400)
-        density = marchenko_pastur_density((grid - mu) / beta, point.n / point.d) / beta
-        axes.plot(grid, density, "k--", linewidth=1.2, label="theory: β·MP(n/d) + μ")
+    if spectra.kind == "density":
+        edges, density = spectra.kstar
+        axes.stairs(density, edges, color=styles["K*"], linewidth=1.5, label="K* (SLQ)")
+    if spectra.theory is not None:
+        grid, density, atom = spectra.theory
+        inside = (grid >= bins[0]) & (grid <= bins[-1])
+        label = "limit of K̄: β·MP(n/d) + μ"
+        if atom > 0:
+            label += f", atom {atom:.2f} at μ"
+        axes.plot(grid[inside], density[inside], "k--", linewidth=1.2, label=label)
+    if math.isfinite(spectra.outlier):
+        axes.text(
+            0.98,
+            0.6,
+            f"outlier of K̄ ≈ αn + β + μ = {spectra.outlier:.3g}",
+            transform=axes.transAxes,
+            ha="right",
+            fontsize=8,
+        )
+    if spectra.equivalent is None:
+        axes.text(
+            0.98,
+            0.55,
+            "K̄, Σ: not computed (n above the dense limit, or no store)",
+            transform=axes.transAxes,
+            ha="right",
+            fontsize=8,
+        )
     axes.set_xlabel("eigenvalue")
-    axes.set_ylabel("density")
+    axes.set_ylabel("density (eigenvalues per unit, / n)")
+    name = _KERNEL_NAMES.get(spectra.kernel, spectra.kernel)
     axes.set_title(
-        f"spectra, {_KERNEL_NAMES.get(kernel, kernel)}, "
-        f"n={point.n}, d={point.d}, seed={point.seed}",
-        fontsize=10,
+        f"spectra, {name}, n={point.n}, d={point.d}, seed={point.seed}", fontsize=10
     )
     axes.legend(fontsize=8)
     return figure
-
-
-def load_spectra(path: Path) -> dict[str, npt.NDArray[np.float64]]:
-    """Read a spectrum file (``.npz``): every one-dimensional array it holds."""
-    with np.load(path) as archive:
-        return {
-            key: np.asarray(archive[key], dtype=np.float64)
-            for key in archive.files
-            if archive[key].ndim == 1
-        }
 
 
 def draw_all(
@@ -229,46 +331,21 @@ def draw_all(
         )
 
     for kernel in dataset.kernel.values:
-        found = _largest_spectrum(dataset, sweep_dir, str(kernel))
-        if found is None:
-            continue
-        point, path, entry = found
-        spectra = load_spectra(path)
-        if not spectra:
-            logger.warning("spectrum file %s holds no one-dimensional array", path)
-            continue
-        figure = spectrum_figure(
-            spectra,
-            str(kernel),
-            point,
-            float(entry.get("beta", math.nan)),
-            float(entry.get("mu", math.nan)),
-        )
-        save(figure, f"spectra_{kernel}.png")
+        spectra = _largest_spectrum(dataset, sweep_dir, str(kernel))
+        if spectra is not None:
+            save(spectrum_figure(spectra), f"spectra_{kernel}.png")
     return written
 
 
 def _largest_spectrum(
     dataset: Any, sweep_dir: Path, kernel: str
-) -> tuple[Point, Path, dict[str, Any]] | None:
-    """Return the point of largest n (then smallest seed) with a spectrum file."""
-    for n, d in sorted(
-        zip(dataset.n.values, dataset.d.values, strict=True), reverse=True
-    ):
+) -> PointSpectra | None:
+    """Return the spectra of the largest n (then smallest seed) that has some."""
+    pairs = sorted(zip(dataset.n.values, dataset.d.values, strict=True), reverse=True)
+    for n, d in pairs:
         for seed in dataset.seed.values:
             point = Point(int(n), int(d), int(seed))
-            metrics_path = point_dir(sweep_dir, point) / "metrics.json"
-            try:
-                metrics = json.loads(metrics_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            entry = metrics.get("kernels", {}).get(kernel, {})
-            spectrum = entry.get("spectrum")
-            if not spectrum or "path" not in spectrum:
-                continue
-            path = Path(spectrum["path"])
-            if not path.is_absolute():
-                path = metrics_path.parent / path
-            if path.exists():
-                return point, path, entry
+            spectra = load_point_spectra(point_dir(sweep_dir, point), point, kernel)
+            if spectra is not None:
+                return spectra
     return None

@@ -46,6 +46,11 @@ def point_options(wildcards):
     return shlex.join(point_arguments(sweep_config(wildcards)))
 
 
+def point_threads_per_worker(wildcards, threads):
+    """The job's cores shared among the sweep's Dask workers."""
+    return max(1, threads // sweep_config(wildcards)["workers"])
+
+
 def _mentries(wildcards):
     """Kernel entries in millions: n^2 / 1e6."""
     return int(wildcards.n) ** 2 / 1e6

@@ -12,6 +12,7 @@ rule point:
     params:
         program=IMPLICIT_RMT,
         options=point_options,
+        threads_per_worker=point_threads_per_worker,
     threads: CONFIG["resources"]["point"]["threads"]
     resources:
         mem_mb=point_mem_mb,
@@ -21,5 +22,6 @@ rule point:
         "../envs/implicit-rmt.yaml"
     shell:
         "{params.program} -v point --n {wildcards.n} --dim {wildcards.d}"
-        " --seed {wildcards.seed} {params.options} --threads {threads}"
+        " --seed {wildcards.seed} {params.options}"
+        " --threads-per-worker {params.threads_per_worker}"
         " --out {output.store} --metrics {output.metrics} > {log} 2>&1"
