@@ -305,8 +305,9 @@ def build_store(
 def _disk_full_as_store_error(path: Path) -> Iterator[None]:
     """Re-raise a full disk or quota (ENOSPC, EDQUOT) as a StoreError.
 
-    The message says how to resume; other errors pass unchanged. Chunks and records are written atomically, so what was written before the
-    disk filled up stays valid and a rerun with space resumes from it.
+    The message says how to resume; other errors pass unchanged. Chunks and
+    records are written atomically, so what was written before the disk filled
+    up stays valid and a rerun with space resumes from it.
     """
     try:
         yield
