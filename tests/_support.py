@@ -88,3 +88,28 @@ def run_killable(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(process.args, process.returncode, output, "")
+
+
+#: The points of :func:`make_results_tree`: (n, d), seed 0, tiles of 16.
+TREE_POINTS = ((32, 16), (48, 24))
+
+
+def make_results_tree(sweep_dir: Path) -> None:
+    """Write a real sweep directory: two measured points, then their aggregation.
+
+    Each point is built and measured by ``implicit-rmt point`` (in this process,
+    Dask workers as threads), then ``implicit-rmt aggregate`` writes the tables
+    and plots. About 10 s on two cores.
+    """
+    from implicit_rmt.cli import main
+
+    for n, d in TREE_POINTS:
+        point = sweep_dir / "points" / f"n{n}_d{d}_seed0"
+        point.mkdir(parents=True)
+        status = main(
+            ["point", "--n", str(n), "--dim", str(d), "--tile", "16", "--threads",
+             "--progress", "none", "--out", str(point / "kernels.zarr"),
+             "--metrics", str(point / "metrics.json")]
+        )  # fmt: skip
+        assert status == 0, f"implicit-rmt point failed for n={n}"
+    assert main(["aggregate", str(sweep_dir)]) == 0

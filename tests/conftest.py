@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,16 @@ def pytest_collection_modifyitems(
                 reason = reasons[marker]
                 if reason is not None:
                     item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def results_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real sweep directory: two measured points and their tables.
+
+    Shared by every test of the session: copy it before changing anything in it.
+    """
+    from _support import make_results_tree
+
+    sweep_dir = tmp_path_factory.mktemp("results") / "tree"
+    make_results_tree(sweep_dir)
+    return sweep_dir
