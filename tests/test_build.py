@@ -3,6 +3,8 @@ resumable after SIGKILL, self-repairing, and refusing what they must refuse."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 
-from implicit_rmt.build import build_store
+from implicit_rmt.build import _Reporter, build_store
 from implicit_rmt.cluster import ClusterSpec, connect
 from implicit_rmt.data import sphere_columns
 from implicit_rmt.errors import ParameterError, StoreError
@@ -74,6 +76,40 @@ def test_tile_size_and_worker_count_do_not_change_the_result(tmp_path: Path) -> 
     assert np.array_equal(one["X"], other_tile["X"])
     scale = np.abs(one["ck"]).max()
     assert np.abs(one["ck"] - other_tile["ck"]).max() <= 20 * EPS * scale
+
+
+def test_float32_store_is_the_rounding_of_float64(tmp_path: Path, client: Any) -> None:
+    base = {"n": 64, "d": 32, "seed": 8, "tile": 32}
+    build_store(PointSpec(**base), tmp_path / "d.zarr", client=client, progress="none")
+    single = PointSpec(dtype="float32", **base)
+    build_store(single, tmp_path / "s.zarr", client=client, progress="none")
+    double, rounded = _arrays(tmp_path / "d.zarr"), _arrays(tmp_path / "s.zarr")
+    assert rounded["X"].dtype == np.float32
+    assert np.array_equal(rounded["X"], double["X"].astype(np.float32))
+    for name in ("ck", "ntk"):
+        assert rounded[name].dtype == np.float32
+        # float32 inner products of d = 32 terms: |Δt| <= 32 eps32 (plus the
+        # rounding of X), through maps of slope < 2 off the diagonal
+        scale = np.abs(double[name]).max()
+        bound = 2 * 2 * 32 * np.finfo(np.float32).eps * scale
+        assert np.abs(rounded[name] - double[name]).max() <= bound, name
+
+
+def test_progress_bar_and_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    stream = io.StringIO()
+    bar = _Reporter("tiles", 3, "bar", stream=stream)
+    for _ in range(3):
+        bar.advance()
+    bar.close()
+    output = stream.getvalue()
+    assert output.count("\r") == 3 and output.endswith("/s)\n")
+    assert "tiles: [" + "#" * 30 + "] 3/3" in output
+    with caplog.at_level(logging.INFO, logger="implicit_rmt.build"):
+        lines = _Reporter("tiles", 2, "auto", stream=io.StringIO(), interval=0.0)
+        lines.advance()
+        lines.advance()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("tiles: 2/2 done") for message in messages)
 
 
 def test_x_is_a_prefix_of_a_larger_build(tmp_path: Path, client: Any) -> None:
@@ -148,7 +184,7 @@ def test_bad_requests_fail_before_any_write(tmp_path: Path) -> None:
 
 _KILLABLE_BUILD = """
 import sys
-from implicit_rmt.build import build_store
+from implicit_rmt.build import _Reporter, build_store
 from implicit_rmt.cluster import ClusterSpec
 from implicit_rmt.store import PointSpec
 spec = PointSpec(n=int(sys.argv[2]), d=16, seed=5, tile=int(sys.argv[3]))

@@ -220,7 +220,6 @@ def build_store(
         remove_record(records.complete_path)
         if client is None or isinstance(client, ClusterSpec):
             client = stack.enter_context(connect(client))
-        limit = _in_flight_limit(client)
         # The kernel's fast maps travel to each worker once, built.
         kernel = client.scatter(kernel_of(spec).prepare(), broadcast=True, hash=False)
 
@@ -234,7 +233,6 @@ def build_store(
                 for block in blocks
                 if verify or block not in done_x
             ),
-            limit,
             _Reporter("X column blocks", spec.tiles_per_side, progress),
         )
         x_counts[_SKIPPED] += 0 if verify else len(done_x & set(blocks))
@@ -259,7 +257,6 @@ def build_store(
                 for done in ((row, col) in done_tiles,)
                 if verify or not done
             ),
-            limit,
             _Reporter("tiles", len(pairs), progress),
         )
         tile_counts[_SKIPPED] += 0 if verify else len(done_tiles & set(pairs))
@@ -330,14 +327,19 @@ def _in_flight_limit(client: Any) -> int:
 def _run_wave(
     client: Any,
     calls: Iterable[tuple[Any, ...]],
-    limit: int,
     reporter: _Reporter,
 ) -> dict[str, int]:
-    """Run ``calls`` with at most ``limit`` in flight; count their outcomes."""
+    """Run ``calls`` with a bounded number in flight; count their outcomes.
+
+    The bound, two tasks per worker thread (:func:`_in_flight_limit`), is read
+    again every few seconds, so workers that join late (SLURM jobs leaving the
+    queue) get work too.
+    """
     from distributed import as_completed
 
     counts = {_COMPUTED: 0, _REPAIRED: 0, _SKIPPED: 0}
     pending: Iterator[tuple[Any, ...]] = iter(calls)
+    limit, checked = _in_flight_limit(client), time.monotonic()
     in_flight = {client.submit(*call, pure=False) for call in islice(pending, limit)}
     queue = as_completed(in_flight)  # type: ignore[no-untyped-call]
     try:
@@ -346,8 +348,9 @@ def _run_wave(
             in_flight.discard(future)
             future.release()
             reporter.advance()
-            call = next(pending, None)
-            if call is not None:
+            if time.monotonic() - checked > 5.0:
+                limit, checked = _in_flight_limit(client), time.monotonic()
+            for call in islice(pending, max(limit - len(in_flight), 0)):
                 future = client.submit(*call, pure=False)
                 in_flight.add(future)
                 queue.add(future)  # type: ignore[no-untyped-call]

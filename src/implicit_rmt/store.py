@@ -253,6 +253,11 @@ def open_store(path: str | os.PathLike[str]) -> KernelStore:
     path = Path(path)
     group = _open_group(path, mode="r")
     attrs = _read_attrs(group, path)
+    if attrs.get("format") != STORE_FORMAT:
+        raise StoreError(
+            f"{path} has store format {attrs.get('format')!r}; this version of "
+            f"implicit-rmt reads format {STORE_FORMAT}. Rebuild the store."
+        )
     spec = PointSpec.from_attrs(attrs)
     if not (path / BUILD_GROUP / "complete").exists():
         raise StoreError(
