@@ -193,7 +193,8 @@ def build_store(
         build holds the store's lock. Nothing is written in that case.
     """
     started = time.perf_counter()
-    path = Path(path)
+    # Workers may run elsewhere (SLURM) with another working directory.
+    path = Path(os.path.abspath(path))
 
     # Step 1: validate everything before the first write.
     if not isinstance(spec, PointSpec):
@@ -220,8 +221,9 @@ def build_store(
         remove_record(records.complete_path)
         if client is None or isinstance(client, ClusterSpec):
             client = stack.enter_context(connect(client))
-        # The kernel's fast maps travel to each worker once, built.
-        kernel = client.scatter(kernel_of(spec).prepare(), broadcast=True, hash=False)
+        # The kernel travels with each tile task, its fast maps built (a few kB;
+        # no scatter, which would wait for workers that a SLURM queue may delay).
+        kernel = kernel_of(spec).prepare()
 
         # Step 3: the column blocks of X.
         blocks = range(spec.tiles_per_side)
