@@ -21,6 +21,8 @@ from implicit_rmt.errors import ParameterError
         ({"kind": "slurm", "walltime": "1h"}, "cluster.walltime"),
         ({"kind": "slurm", "memory": "0B"}, "cluster.memory"),
         ({"job_extra": ["--gres=gpu:1"]}, "cluster.job_extra"),
+        ({"kind": "slurm", "queue": ""}, "cluster.queue"),
+        ({"kind": "slurm", "account": 7}, "cluster.account"),
     ],
 )
 def test_bad_spec_names_the_field(values: dict[str, object], parameter: str) -> None:

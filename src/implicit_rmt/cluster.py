@@ -130,6 +130,10 @@ class ClusterSpec:
                 self.address,
                 "no address unless cluster.kind is 'address'",
             )
+        for name in ("queue", "account"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ParameterError(f"cluster.{name}", value, "a non-empty string")
         if self.kind == "slurm":
             _check_walltime(self.walltime)
         if not isinstance(self.job_extra, tuple) or not all(
