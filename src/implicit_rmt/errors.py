@@ -85,3 +85,7 @@ class ConfigValueError(ConfigError, ParameterError):
 
 class NoQuadraticMatchError(ParameterError):
     """No quadratic activation has an explicit kernel with the requested α, β, μ."""
+
+
+class MetricsError(ImplicitRMTError, ValueError):
+    """A metrics.json file is damaged: unreadable, or not as ``measure`` wrote it."""
