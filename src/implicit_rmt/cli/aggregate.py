@@ -28,7 +28,10 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from implicit_rmt.aggregate import aggregate
+    from implicit_rmt.metrics import check_sweep_metrics
 
+    # A damaged metrics.json stops the command before any table is rewritten.
+    check_sweep_metrics(args.sweep_dir)
     outputs = aggregate(args.sweep_dir, plots=not args.no_plots)
     print(outputs.markdown.read_text(encoding="utf-8"))
     print(f"tables: {outputs.netcdf}, {outputs.csv}, {outputs.markdown}")

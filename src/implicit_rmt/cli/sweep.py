@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     from implicit_rmt.aggregate import aggregate
     from implicit_rmt.config import load_config, select_sweep
     from implicit_rmt.errors import ParameterError
+    from implicit_rmt.metrics import check_sweep_metrics
     from implicit_rmt.sweep import PROJECT_ROOT, run_snakemake, snakemake_command
 
     # validate everything before anything runs or is written
@@ -103,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         if not sweep_dir.is_dir():
             return status
         print("aggregating the points that finished:")
+        check_sweep_metrics(sweep_dir)  # a damaged metrics.json rewrites nothing
         aggregate(sweep_dir)
     outputs_md = sweep_dir / "convergence.md"
     print(outputs_md.read_text(encoding="utf-8"))
