@@ -141,16 +141,25 @@ def snakemake_command(
 
 
 def run_snakemake(command: Sequence[str]) -> int:
-    """Run a Snakemake command line in its own process group; return its status.
+    """Run a Snakemake command line in this process group; return its status.
 
-    An interrupt (Ctrl-C) is forwarded to the whole group, so that Snakemake
-    stops its jobs and marks their outputs incomplete for the next run.
+    Snakemake stays in the caller's process group, so Ctrl-C in a terminal
+    reaches it directly (it then stops its jobs and marks their outputs
+    incomplete for the next run) and killing the group kills it too. A SIGTERM
+    sent to this process alone is passed on to Snakemake.
     """
     logger.info("running %s", " ".join(command))
-    process = subprocess.Popen(list(command), start_new_session=True)
+    process = subprocess.Popen(list(command))
+
+    def forward(signum: int, frame: object) -> None:
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        os.killpg(process.pid, signal.SIGINT)
+        # Snakemake received the same SIGINT; let it finish cleaning up
         process.wait()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
