@@ -367,6 +367,13 @@ def check_existing(path: Path, spec: PointSpec) -> None:
         )
     elif not path.parent.is_dir():
         raise StoreError(f"--out {path}: the directory {path.parent} does not exist")
+    # A build writes into the store (lock, records), even one that is complete.
+    writable = path if path.is_dir() else path.parent
+    if not os.access(writable, os.W_OK):
+        raise StoreError(
+            f"--out {path}: {writable} is not writable (read-only file system or "
+            "permissions); choose another --out"
+        )
 
 
 def _create_arrays(group: Any, spec: PointSpec, path: Path) -> None:
