@@ -51,6 +51,20 @@ def test_diagonal_tile_is_exactly_symmetric_with_unit_inner_products(
         assert np.array_equal(np.diag(tile[name]), np.full(40, at_one[name][0]))
 
 
+def test_duplicate_points_off_the_diagonal_stay_finite(
+    kernel: ImplicitKernel, data: np.ndarray
+) -> None:
+    # x_i^T x_i computed by a GEMM is 1 up to ~D ulps, on either side of 1. The
+    # relu NTK has a square-root cusp at t = 1, so f(1 - δ) - f(1) ~ sqrt(δ):
+    # the entries must be finite and within a few sqrt(D eps) of f(1).
+    tile = tile_entries(kernel, data, data, ("ck", "ntk"), diagonal=False)
+    at_one = kernel.entries(np.ones(1), ("ck", "ntk"))
+    for name in ("ck", "ntk"):
+        assert np.isfinite(tile[name]).all()
+        gap = np.abs(np.diag(tile[name]) - at_one[name][0]).max()
+        assert gap <= 4 * np.sqrt(D * EPS) * abs(at_one[name][0])
+
+
 def test_array_api_strict_gives_the_numpy_result(
     kernel: ImplicitKernel, data: np.ndarray
 ) -> None:

@@ -123,8 +123,8 @@ def tile_entries(
     Notes
     -----
     The data points lie on the unit sphere, so :math:`|T_{ab}| \\le 1` in exact
-    arithmetic; rounding can push an entry past :math:`\\pm 1` by a few ulps, which
-    is clipped away before the entry maps (whose domain is :math:`[-1, 1]`).
+    arithmetic; entries that rounding pushes a few ulps past :math:`\\pm 1` are
+    left to ``kernel.entries``, which maps them to :math:`f(\\pm 1)`.
     """
     xp = array_namespace(rows, columns)
 
@@ -135,6 +135,5 @@ def tile_entries(
         identity = xp.eye(t.shape[0], dtype=t.dtype)
         t = xp.where(identity == 1, xp.ones_like(t), t)
 
-    # Step 2: back into the domain of the maps, then the maps themselves.
-    t = xp.clip(t, -1.0, 1.0)
+    # Step 2: the entry maps of the kernels.
     return kernel.entries(t, tuple(kernels))
