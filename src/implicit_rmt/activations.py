@@ -107,6 +107,11 @@ class Activation:
         """JSON-serialisable description: the name and the parameters."""
         return {"activation": self.name, "activation_params": dict(self.params)}
 
+    def __reduce__(self) -> tuple[Any, tuple[str, dict[str, float]]]:
+        # The derivatives are closures; rebuild them from the name and parameters,
+        # so that kernels travel to Dask workers by pickle.
+        return (_rebuild, (self.name, dict(self.params)))
+
 
 def _constant(value: float) -> Function:
     def constant(x: FloatArray) -> FloatArray:
@@ -277,6 +282,10 @@ def _check_parameters(name: str, params: Mapping[str, Any]) -> dict[str, float]:
     if name == "elu" and values["alpha"] < 0.0:
         raise ParameterError("alpha", values["alpha"], "alpha >= 0 for elu")
     return values
+
+
+def _rebuild(name: str, params: dict[str, float]) -> Activation:
+    return get_activation(name, **params)
 
 
 def get_activation(name: str, **params: float) -> Activation:

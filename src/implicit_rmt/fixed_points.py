@@ -25,7 +25,7 @@ from scipy import optimize
 
 from implicit_rmt.activations import Activation
 from implicit_rmt.errors import NoFixedPointError, ParameterError
-from implicit_rmt.gaussian import moment
+from implicit_rmt.gaussian import moment, moment_drop
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -152,14 +152,24 @@ def solve_tau(activation: Activation, sigma_a2: float, sigma_b2: float) -> float
     return tau
 
 
-def solve_preactivation(
+def solve_gap(
     activation: Activation,
     sigma_a2: float,
     sigma_b2: float,
     tau: float,
     t: npt.ArrayLike,
 ) -> FloatArray:
-    """Solve :math:`K = \\sigma_a^2 E_0(K) + \\sigma_b^2 t` entrywise (equation (3)).
+    """Solve the off-diagonal fixed point for :math:`\\delta = \\tau - K^*(t)`.
+
+    Subtracting equation (2) from equation (3) gives (equation (3b))
+
+    .. math::
+
+        \\delta = \\sigma_b^2 (1 - t) + \\sigma_a^2 \\left[E_0(\\tau) -
+        E_0(\\tau - \\delta)\\right],
+
+    solved entrywise. Working with δ keeps full relative accuracy as ``t → 1``,
+    where the moments of kinked activations depend on :math:`\\sqrt\\delta`.
 
     Parameters
     ----------
@@ -171,51 +181,68 @@ def solve_preactivation(
         The diagonal fixed point from :func:`solve_tau`.
     t
         Inner products :math:`x_i^\\top x_j`, float64 array of any shape, in
-        ``[-1, 1]``.
+        ``[-1, 1]`` (values beyond are clipped).
 
     Returns
     -------
     numpy.ndarray
-        :math:`K^*(t)`, float64, shape of ``t``.
+        δ, float64, shape of ``t``, in ``[0, 2τ]``; exactly 0 where ``t = 1``.
 
     Notes
     -----
-    :math:`F(K) = K - \\sigma_a^2 E_0(K) - \\sigma_b^2 t` is increasing on
-    ``[-τ, τ]`` (:math:`F' = 1 - \\sigma_a^2 E_1 > 0` by the contraction check),
-    with :math:`F(-\\tau) \\le 0 \\le F(\\tau)`. Newton steps from the linearised
-    guess are kept inside a shrinking bracket and replaced by bisection when they
-    leave it; the iteration stops when the step is below 2 ulp of τ.
+    :math:`G(\\delta) = \\delta - \\sigma_b^2 (1-t) - \\sigma_a^2 [E_0(\\tau) -
+    E_0(\\tau-\\delta)]` increases (:math:`G' = 1 - \\sigma_a^2 E_1 > 0` by the
+    contraction check, equation (4)) from :math:`G(0) \\le 0` to
+    :math:`G(2\\tau) \\ge 0`. Newton steps from the linearised guess are kept
+    inside a shrinking bracket and replaced by bisection when they leave it; the
+    iteration stops when a step is below 4 ulp of τ.
     """
     t = np.clip(np.asarray(t, dtype=np.float64), -1.0, 1.0)
     shape = t.shape
-    t = t.reshape(-1)
-    low = np.full_like(t, -tau)
-    high = np.full_like(t, tau)
-    K = np.clip(
-        sigma_b2 * t + sigma_a2 * moment(activation, tau, np.zeros(1), 0), -tau, tau
-    )
-    active = np.ones(t.shape, dtype=bool)
+    s = 1.0 - t.reshape(-1)  # exact for t in [1/2, 1]
+    low = np.zeros_like(s)
+    high = np.full_like(s, 2.0 * tau)
+    top_slope = moment(activation, tau, np.array([tau]), 1)[0]
+    gap = np.clip(sigma_b2 * s / (1.0 - sigma_a2 * top_slope), 0.0, 2.0 * tau)
+    active = s > 0.0
+    gap[~active] = 0.0
     for step in range(_NEWTON_STEPS):
         index = np.flatnonzero(active)
         if index.size == 0:
             break
-        k = K[index]
-        value = k - sigma_a2 * moment(activation, tau, k, 0) - sigma_b2 * t[index]
-        slope = 1.0 - sigma_a2 * moment(activation, tau, k, 1)
+        d = gap[index]
+        value = d - sigma_b2 * s[index] - sigma_a2 * moment_drop(activation, tau, d)
+        slope = 1.0 - sigma_a2 * moment(activation, tau, tau - d, 1, gap=d)
 
-        # Shrink the bracket with the sign of F, then take a Newton step inside it.
+        # Shrink the bracket with the sign of G, then a Newton step inside it.
         positive = value > 0.0
-        high[index] = np.where(positive, k, high[index])
-        low[index] = np.where(positive, low[index], k)
-        candidate = k - value / slope
+        high[index] = np.where(positive, d, high[index])
+        low[index] = np.where(positive, low[index], d)
+        candidate = d - value / slope
         inside = (candidate >= low[index]) & (candidate <= high[index])
         candidate = np.where(inside, candidate, 0.5 * (low[index] + high[index]))
-        K[index] = candidate
-        done = (np.abs(candidate - k) <= 4.0 * np.spacing(tau)) | (value == 0.0)
+        gap[index] = candidate
+        done = (np.abs(candidate - d) <= 4.0 * np.spacing(tau)) | (value == 0.0)
         active[index[done]] = False
         logger.debug(
             "Newton step %d: %d entries still moving", step, int(np.sum(~done))
         )
     else:
         logger.debug("Newton stopped after %d steps", _NEWTON_STEPS)
-    return K.reshape(shape)
+    result: FloatArray = gap.reshape(shape)
+    return result
+
+
+def solve_preactivation(
+    activation: Activation,
+    sigma_a2: float,
+    sigma_b2: float,
+    tau: float,
+    t: npt.ArrayLike,
+) -> FloatArray:
+    """Solve :math:`K = \\sigma_a^2 E_0(K) + \\sigma_b^2 t` entrywise (equation (3)).
+
+    Parameters are those of :func:`solve_gap`; returns :math:`K^*(t) = \\tau - \\delta`,
+    float64 of the shape of ``t``, exactly τ where ``t = 1``.
+    """
+    return tau - solve_gap(activation, sigma_a2, sigma_b2, tau, t)

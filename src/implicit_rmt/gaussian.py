@@ -35,7 +35,7 @@ CLOSED_FORMS = frozenset({"relu", "leaky_relu", "erf", "quadratic"})
 # the sizes were chosen so that every closed form is reproduced to ~1e-14
 # (tests/test_gaussian.py).
 _ANGULAR_NODES = 48
-_RADIAL_NODES = 96
+_RADIAL_NODES = 64
 _RADIAL_CUTOFF = 10.0
 _BATCH = 32
 
@@ -47,7 +47,11 @@ def _legendre(count: int) -> tuple[FloatArray, FloatArray]:
 
 
 def moment(
-    activation: Activation, tau: float, K: npt.ArrayLike, order: int
+    activation: Activation,
+    tau: float,
+    K: npt.ArrayLike,
+    order: int,
+    gap: npt.ArrayLike | None = None,
 ) -> FloatArray:
     """Return :math:`E_k(K)` for ``k = order`` (docs/theory.md, equation (5)).
 
@@ -61,6 +65,11 @@ def moment(
         Covariances, float64 array of any shape, with ``|K| <= tau``.
     order
         The derivative order ``k`` in ``0, 1, 2, 3``.
+    gap
+        Optionally :math:`\\tau - K` (float64, shape of ``K``) computed without
+        cancellation. The arc-cosine moments of relu and leaky relu then use
+        :math:`\\theta = 2\\arcsin\\sqrt{(\\tau-K)/2\\tau}`, which keeps full
+        relative accuracy as ``K → τ`` where :math:`\\arccos(K/\\tau)` does not.
 
     Returns
     -------
@@ -69,12 +78,50 @@ def moment(
         infinite at ``|K| = tau``.
     """
     if activation.name in CLOSED_FORMS:
-        return closed_form_moment(activation, tau, K, order)
+        return closed_form_moment(activation, tau, K, order, gap)
     return quadrature_moment(activation, tau, K, order)
 
 
+def moment_drop(activation: Activation, tau: float, gap: npt.ArrayLike) -> FloatArray:
+    """:math:`E_0(\\tau) - E_0(\\tau - \\delta)` for gaps δ (float64 array).
+
+    Exact to full relative accuracy for relu and leaky relu as δ → 0 (equation
+    (7b)); for the other activations the difference of two moments.
+    """
+    gap = np.asarray(gap, dtype=np.float64)
+    if activation.name in ("relu", "leaky_relu"):
+        slope = activation.params.get("slope", 0.0)
+        theta = _angle_from_gap(tau, gap)
+        # E0(τ) − E0(τ − δ) = δ/2 − τ/(2π) (sin θ − θ + θ δ/τ), cos θ = 1 − δ/τ;
+        # sin θ − θ by its Taylor series where it would cancel.
+        small = theta < 0.1
+        t2 = theta**2
+        series = (
+            -theta
+            * t2
+            / 6.0
+            * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0 * (1.0 - t2 / 72.0)))
+        )
+        sine_minus = np.where(small, series, np.sin(theta) - theta)
+        drop = 0.5 * gap - tau / (2.0 * math.pi) * (sine_minus + theta * gap / tau)
+        result: FloatArray = (1.0 - slope) ** 2 * drop + slope * gap
+        return result
+    top = moment(activation, tau, np.array([tau]), 0)[0]
+    difference: FloatArray = top - moment(activation, tau, tau - gap, 0)
+    return difference
+
+
+def _angle_from_gap(tau: float, gap: FloatArray) -> FloatArray:
+    """:math:`\\theta = \\arccos(1 - \\delta/\\tau)` without cancellation."""
+    return 2.0 * np.arcsin(np.sqrt(np.clip(gap / (2.0 * tau), 0.0, 1.0)))
+
+
 def closed_form_moment(
-    activation: Activation, tau: float, K: npt.ArrayLike, order: int
+    activation: Activation,
+    tau: float,
+    K: npt.ArrayLike,
+    order: int,
+    gap: npt.ArrayLike | None = None,
 ) -> FloatArray:
     """Closed forms of :math:`E_k` (docs/theory.md, equations (7)–(9)).
 
@@ -85,7 +132,7 @@ def closed_form_moment(
     name = activation.name
     if name in ("relu", "leaky_relu"):
         slope = activation.params.get("slope", 0.0)
-        value = (1.0 - slope) ** 2 * _arccos_moment(tau, K, order)
+        value = (1.0 - slope) ** 2 * _arccos_moment(tau, K, order, gap)
         if order == 0:
             value = value + slope * K
         elif order == 1:
@@ -113,22 +160,25 @@ def closed_form_moment(
     raise ValueError(f"no closed form for activation {name!r}")
 
 
-def _arccos_moment(tau: float, K: FloatArray, order: int) -> FloatArray:
-    """Relu moments in :math:`\\rho = K/\\tau` (equation (7))."""
-    rho = np.clip(K / tau, -1.0, 1.0)
-    theta = np.arccos(rho)
+def _arccos_moment(
+    tau: float, K: FloatArray, order: int, gap: npt.ArrayLike | None
+) -> FloatArray:
+    """Relu moments in :math:`\\theta = \\arccos(K/\\tau)` (equation (7))."""
+    if gap is None:
+        rho = np.clip(K / tau, -1.0, 1.0)
+        theta = np.arccos(rho)
+    else:
+        theta = _angle_from_gap(tau, np.asarray(gap, dtype=np.float64))
+        rho = np.cos(theta)
+    sine = np.sin(theta)
     with np.errstate(divide="ignore"):
         if order == 0:
-            return (
-                tau
-                / (2.0 * math.pi)
-                * (np.sqrt(1.0 - rho**2) + (math.pi - theta) * rho)
-            )
+            return tau / (2.0 * math.pi) * (sine + (math.pi - theta) * rho)
         if order == 1:
             return (math.pi - theta) / (2.0 * math.pi)
         if order == 2:
-            return 1.0 / (2.0 * math.pi * tau * np.sqrt(1.0 - rho**2))
-        return rho / (2.0 * math.pi * tau**2 * (1.0 - rho**2) ** 1.5)
+            return 1.0 / (2.0 * math.pi * tau * sine)
+        return rho / (2.0 * math.pi * tau**2 * sine**3)
 
 
 def quadrature_moment(

@@ -29,7 +29,12 @@ import numpy.typing as npt
 from implicit_rmt.activations import Activation, get_activation
 from implicit_rmt.entry_maps import EntryMap, build_entry_maps, evaluate_maps
 from implicit_rmt.errors import ParameterError
-from implicit_rmt.fixed_points import check_variances, solve_preactivation, solve_tau
+from implicit_rmt.fixed_points import (
+    check_variances,
+    solve_gap,
+    solve_preactivation,
+    solve_tau,
+)
 from implicit_rmt.gaussian import moment
 
 FloatArray = npt.NDArray[np.float64]
@@ -166,11 +171,10 @@ class ImplicitKernel:
             ``preactivation`` (K*), ``ck`` (g) and ``ntk`` (θ), float64 arrays of
             the shape of ``t``.
         """
-        K = solve_preactivation(
-            self.activation, self.sigma_a2, self.sigma_b2, self.tau, t
-        )
-        g = self._moment(K, 0)
-        derivative = self._moment(K, 1)
+        gap = solve_gap(self.activation, self.sigma_a2, self.sigma_b2, self.tau, t)
+        K = self.tau - gap
+        g = moment(self.activation, self.tau, K, 0, gap=gap)
+        derivative = moment(self.activation, self.tau, K, 1, gap=gap)
         theta = g + K * derivative / (1.0 - self.sigma_a2 * derivative)
         return {"preactivation": K, "ck": g, "ntk": theta}
 
