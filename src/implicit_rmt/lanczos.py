@@ -121,22 +121,20 @@ def _end_bound(theta: FloatArray, residual_block: FloatArray, top: bool) -> EndB
         Ritz values ordered from the extreme inwards, shape (k,).
     residual_block
         Residuals ``AQs_i − θ_i Qs_i`` in the same order, shape (n, k).
-    top
-        True for the largest end (the inward direction is downwards).
     """
-    norms = np.linalg.norm(residual_block, axis=0)
+    # ‖R_c‖₂² is the largest eigenvalue of the leading c×c block of RᵀR.
+    gram = residual_block.T @ residual_block
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     best = float(norms[0])
     # Quadratic (gap) bound for the leading cluster of size c: the next Ritz value
-    # plus its residual bounds the rest of the spectrum from the inside.
-    # The cluster bound uses the smallest cluster member, equation (7).
+    # plus its residual bounds the rest of the spectrum from the inside. The
+    # cluster bound uses the smallest cluster member, equation (7).
     for c in range(1, theta.size):
         gap = abs(theta[c - 1] - theta[c]) - norms[c]
         if gap <= 0.0:
             continue
-        cluster = residual_block[:, :c]
-        cluster_norm = float(np.linalg.norm(cluster, 2))
-        best = min(best, cluster_norm**2 / gap)
-    del top
+        cluster_norm2 = float(np.linalg.eigvalsh(gram[:c, :c])[-1])
+        best = min(best, max(cluster_norm2, 0.0) / gap)
     return EndBound(value=float(theta[0]), bound=best, residual=float(norms[0]))
 
 
@@ -264,8 +262,8 @@ def extreme_eigenvalues(
         # Rounding in A@V, in H and in the residual itself: eps·√n·‖A‖ per entry
         # sum, with a factor 8 of slack (equation (8)).
         rounding = 8.0 * _EPS * math.sqrt(n) * scale
-        upper = _end_bound(theta[::-1][:ends], top_res, top=True)
-        lower = _end_bound(theta[:ends], bottom_res, top=False)
+        upper = _end_bound(theta[::-1][:ends], top_res)
+        lower = _end_bound(theta[:ends], bottom_res)
         upper = EndBound(upper.value, upper.bound + rounding, upper.residual)
         lower = EndBound(lower.value, lower.bound + rounding, lower.residual)
         norm, half_width = _norm_interval(upper, lower)
