@@ -77,7 +77,7 @@ def load_config(path: str | Path, schema: str | Path | None = None) -> dict[str,
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(
-            f"config file {str(path)!r} is not valid YAML: {error}"
+            f"config file {str(path)!r} is not valid YAML{_yaml_problem(error)}"
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(
@@ -85,6 +85,20 @@ def load_config(path: str | Path, schema: str | Path | None = None) -> dict[str,
             f"got {type(data).__name__}"
         )
     return validate_config(data, schema=schema)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Say on one line where and why YAML failed (its own message spans lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return ": " + " ".join(str(error).split())
+    text = f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context = getattr(error, "context", None)
+    context_mark = getattr(error, "context_mark", None)
+    if context and context_mark is not None:
+        text += f" ({context} from line {context_mark.line + 1})"
+    return text
 
 
 def load_schema(schema: str | Path | None = None) -> dict[str, Any]:
