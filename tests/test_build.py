@@ -137,14 +137,24 @@ def test_corrupted_tiles_and_lost_records_are_recomputed(
     Records(path).tile_path(1, 2).unlink()
     store["X"][3, 70] = np.nan  # column block 2
 
+    # trusting the records, the tile without a record is computed from the
+    # damaged X block: refused rather than recorded
+    with pytest.raises(StoreError, match=r"tile \(1, 2\) of ck .* not finite"):
+        build_store(spec, path, client=client, progress="none", verify=False)
+
+    # verifying, the damaged tiles and X block are found and rewritten
     report = build_store(spec, path, client=client, progress="none")
-    assert report.tiles_repaired == 2
-    assert report.tiles_computed == 1
+    assert (report.tiles_computed, report.tiles_repaired) == (1, 2)
     assert report.tiles_skipped == report.tiles_total - 3
     assert (report.x_blocks_repaired, report.x_blocks_skipped) == (1, 2)
     repaired = _arrays(path)
     for name, array in reference.items():
         assert np.array_equal(repaired[name], array), name
+
+    # a complete store, records trusted: nothing is read or written
+    trusted = build_store(spec, path, client=client, progress="none", verify=False)
+    assert (trusted.tiles_skipped, trusted.tiles_recomputed) == (trusted.tiles_total, 0)
+    assert trusted.x_blocks_skipped == trusted.x_blocks_total
 
 
 def test_other_parameters_and_concurrent_builds_are_refused(

@@ -228,38 +228,28 @@ def build_store(
         # Step 3: the column blocks of X.
         blocks = range(spec.tiles_per_side)
         done_x = records.done_x()
+        x_calls = (
+            (_x_block_task, str(path), spec, block, recorded)
+            for block in blocks
+            for recorded in (block in done_x,)
+            if verify or not recorded
+        )
         x_counts = _run_wave(
-            client,
-            (
-                (_x_block_task, str(path), spec, block, block in done_x and verify)
-                for block in blocks
-                if verify or block not in done_x
-            ),
-            _Reporter("X column blocks", spec.tiles_per_side, progress),
+            client, x_calls, _Reporter("X column blocks", len(blocks), progress)
         )
         x_counts[_SKIPPED] += 0 if verify else len(done_x & set(blocks))
 
         # Step 4: the tiles I <= J of every kernel, and their mirrors.
         pairs = [(row, col) for row in blocks for col in blocks if row <= col]
         done_tiles = records.done_tiles()
+        tile_calls = (
+            (_tile_task, str(path), spec, kernel, row, col, backend, recorded)
+            for row, col in pairs
+            for recorded in ((row, col) in done_tiles,)
+            if verify or not recorded
+        )
         tile_counts = _run_wave(
-            client,
-            (
-                (
-                    _tile_task,
-                    str(path),
-                    spec,
-                    kernel,
-                    row,
-                    col,
-                    backend,
-                    done and verify,
-                )
-                for row, col in pairs
-                for done in ((row, col) in done_tiles,)
-                if verify or not done
-            ),
-            _Reporter("tiles", len(pairs), progress),
+            client, tile_calls, _Reporter("tiles", len(pairs), progress)
         )
         tile_counts[_SKIPPED] += 0 if verify else len(done_tiles & set(pairs))
 
@@ -429,6 +419,13 @@ def _tile_task(
     # Write every kernel's tile and mirror, and only then the record.
     for name in spec.kernels:
         tile = to_host(entries[name])
+        if not np.isfinite(tile).all():
+            # Never record a non-finite tile: its inputs are damaged.
+            raise StoreError(
+                f"tile ({row}, {column}) of {name} in {path} is not finite: the "
+                "data X it was computed from are damaged. Rerun the build without "
+                "--no-verify (verify=True) to rewrite the damaged blocks of X."
+            )
         arrays[name][rows, columns] = tile
         if row != column:
             arrays[name][columns, rows] = tile.T
