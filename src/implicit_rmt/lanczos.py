@@ -112,7 +112,7 @@ def _orthonormalise(block: FloatArray, basis: FloatArray, drop: float) -> FloatA
     return np.ascontiguousarray(kept)
 
 
-def _end_bound(theta: FloatArray, residual_block: FloatArray, top: bool) -> EndBound:
+def _end_bound(theta: FloatArray, residual_block: FloatArray) -> EndBound:
     """Certificate for the extreme eigenvalue at one end (equations (6)–(8)).
 
     Parameters
