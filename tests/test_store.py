@@ -211,3 +211,23 @@ def test_the_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_a_store_killed_while_being_created_is_completed(tmp_path: Path) -> None:
+    # The group exists with its attributes, but the build died before creating
+    # the arrays and consolidating the metadata.
+    import zarr
+
+    spec = PointSpec(n=10, d=3, tile=4)
+    path = tmp_path / "k.zarr"
+    attrs = spec.to_attrs(0.5, COEFFICIENTS)
+    zarr.create_group(path, zarr_format=3, attributes={"implicit_rmt": attrs})
+    group = prepare_store(path, spec, attrs)
+    assert sorted(group.array_keys()) == ["X", "ck", "ntk"]
+    reopened = zarr.open_group(path, mode="r", use_consolidated=True)
+    assert sorted(reopened.metadata.consolidated_metadata.metadata) == [
+        "X",
+        "_build",
+        "ck",
+        "ntk",
+    ]
