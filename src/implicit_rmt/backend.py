@@ -96,7 +96,8 @@ def tile_entries(
 
     The tile is :math:`T = X_I^\\top X_J`, the inner products of the data points of
     blocks :math:`I` and :math:`J`; each kernel is its entry map applied to
-    :math:`T` (``kernel.entries``, the maps of docs/theory.md).
+    :math:`T`: :math:`g(t)` and :math:`\\theta(t)` of docs/theory.md, equations (11)
+    and (12), by their certified fast maps (``ImplicitKernel.entries``).
 
     Parameters
     ----------
