@@ -1,9 +1,9 @@
 """The equivalents K̄ = α11ᵀ + βXᵀX + μI and the matched quadratic network.
 
 The operator-norm errors ‖G* − Ḡ‖₂ and ‖Θ* − Θ̄‖₂ are measured on dense kernels of
-random points on the sphere with d/n fixed; the theory (docs/theory.md, section 4)
-predicts decay like n^(-1/2) with the finite-d terms and a non-vanishing error
-(of order f''(0)/(2d) · ‖11ᵀ‖/... ≍ 1) without them.
+random points on the sphere with d/n fixed; the theory (docs/theory.md, section 5,
+equations (18)–(20)) predicts decay like n^(-1/2) with the finite-d terms, and an
+error of order |f''(0)| n/(2d), which does not vanish, without them.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def test_operator_norm_error_decays_like_inverse_sqrt_n() -> None:
 
     for which in errors:
         slope = np.polyfit(np.log(sizes), np.log(errors[which]), 1)[0]
-        # Measured −0.51 (CK) and −0.52 (NTK) for relu; the spread over seeds of
+        # Measured about −0.5 for both kernels (relu); the spread over seeds of
         # each point is a few percent, so ±0.15 over a factor 8 in n is generous.
         assert -0.65 < slope < -0.35, (which, slope, errors[which])
         # Without the f''(0)/(2d) terms the error does not vanish: α is off by

@@ -3,7 +3,7 @@
 A kernel tile holds ``n²`` entries ``f(t_ij)`` with ``t = X_Iᵀ X_J``. Solving the
 fixed point per entry costs many times the GEMM that produced ``t``, so each entry
 function (``K*``, ``g``, ``θ``) is replaced by two Chebyshev interpolants
-(docs/theory.md, section 5):
+(docs/theory.md, section 6):
 
 - a central one in ``y = t / c`` on ``|t| <= c`` (``c = 0.3``), where every
   off-diagonal entry of a high-dimensional tile lies (``|t| ≲ 6/√d``); the entry
@@ -11,7 +11,7 @@ function (``K*``, ``g``, ``θ``) is replaced by two Chebyshev interpolants
 - an outer one in the angle ``ϑ = arccos t`` on ``[0, π]``, used only for the few
   entries with ``|t| > c`` (the diagonal, and small ``d``). The arc-cosine variable
   absorbs the square-root singularities of kinked activations at ``t = ±1``
-  (equation (12)), which no polynomial in ``t`` resolves.
+  (equation (24)), which no polynomial in ``t`` resolves.
 
 Both are built from the exact solution (:mod:`implicit_rmt.fixed_points`) and then
 *certified*: compared with it on a dense grid, warning when the error exceeds

@@ -1,7 +1,7 @@
 """The implicit network's kernels: pre-activation K*, CK G* and NTK Θ*.
 
 For unit-norm data every entry is a function of ``t = x_iᵀ x_j`` alone
-(docs/theory.md, section 2):
+(docs/theory.md, section 4):
 
 .. math::
 
