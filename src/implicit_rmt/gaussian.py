@@ -1,7 +1,6 @@
 """Gaussian expectations of products of activation derivatives.
 
 :math:`E_k(K) = \\mathbb E[\\varphi^{(k)}(u)\\varphi^{(k)}(v)]`, where
-
 ``(u, v)`` is a centred Gaussian pair with variances ``tau`` and covariance ``K``.
 By Price's theorem :math:`E_k = d^k E_0 / dK^k` (docs/theory.md, equation (5)), so
 the orders 0–3 are everything the fixed point, the NTK and their Taylor
