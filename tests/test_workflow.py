@@ -277,23 +277,30 @@ def test_resume_after_sigkill_runs_only_unfinished_points(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    points_dir = tmp_path / "results" / "tiny" / "points"
     logs = tmp_path / "results" / "tiny" / "logs" / "point"
     try:
-        # with one core the points run one after another: kill the whole group
-        # while the third point runs, two points done
+        # With one core the points run one after another, and Snakemake starts a
+        # point (creating its log) only after recording the previous one as
+        # finished. Kill the whole group once two points are done and a later
+        # point has started: those two are recorded finished, one runs.
         deadline = time.monotonic() + 180
-        while len(list(logs.glob("*.log"))) < 3:
+        started_before: set[Path] | None = None
+        while True:
             assert process.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, "the sweep did not start three points"
+            assert time.monotonic() < deadline, "the sweep did not finish two points"
+            started = set(logs.glob("*.log"))
+            if started_before is None:
+                if len(list(points_dir.glob("*/metrics.json"))) >= 2:
+                    started_before = started
+            elif started - started_before:
+                break
             time.sleep(0.05)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    finished = sorted(
-        path.parent.name
-        for path in (tmp_path / "results" / "tiny" / "points").glob("*/metrics.json")
-    )
-    assert len(finished) == 2, finished
+    finished = sorted(path.parent.name for path in points_dir.glob("*/metrics.json"))
+    assert 2 <= len(finished) < len(POINTS), finished
     before = {
         name: tree_digest(tmp_path / "results" / "tiny" / "points" / name)
         for name in finished
@@ -424,6 +431,6 @@ def test_aggregate_command_on_a_partial_copy(
         [*IMPLICIT_RMT, "aggregate", str(copy)], cwd=tmp_path, timeout=120
     )
     assert result.returncode == 0, result.stdout[-4000:]
-    assert "| ck | 48 | 24 | 1/2 | 1 missing |" in result.stdout
+    assert "| ck | 48 | 24 | 1/2 | 1 ok, 1 missing |" in result.stdout
     dataset = xr.load_dataset(copy / "convergence.nc")
     assert dataset.status.sel(n=48, seed=1, kernel="ntk").item() == "missing"
