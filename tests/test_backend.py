@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from implicit_rmt import backend
 from implicit_rmt.backend import check_backend, tile_entries, to_device, to_host
 from implicit_rmt.data import sphere_columns
 from implicit_rmt.errors import ParameterError
@@ -39,6 +40,21 @@ def test_off_diagonal_tile_is_the_maps_of_the_inner_products(
         scale = np.abs(exact[name]).max()
         bound = max(1e-13, kernel.map_errors[name]) * scale
         assert np.abs(tile[name] - exact[name]).max() <= bound
+
+
+@pytest.mark.parametrize("slab", [1, 37, 10**6])
+def test_slabs_give_the_whole_tile_bit_for_bit(
+    kernel: ImplicitKernel, data: np.ndarray, slab: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # entries are mapped one by one, so any slab size (one row, ragged slabs of
+    # 37 // 24 = 1 row, or the whole tile) gives the same bits as one call
+    monkeypatch.setattr(backend, "SLAB_ENTRIES", slab)
+    tile = tile_entries(
+        kernel, data[:, :16], data[:, 16:], ("ck", "ntk"), diagonal=False
+    )
+    whole = kernel.entries(data[:, :16].T @ data[:, 16:], ("ck", "ntk"))
+    for name in ("ck", "ntk"):
+        assert np.array_equal(tile[name], whole[name])
 
 
 def test_diagonal_tile_is_exactly_symmetric_with_unit_inner_products(
