@@ -85,18 +85,18 @@ def test_float32_tile(kernel: ImplicitKernel) -> None:
 
 def test_dense(kernel: ImplicitKernel) -> None:
     rng = np.random.default_rng(2)
-    X = rng.standard_normal((7, 25))
+    X = rng.standard_normal((7, 14))
     X /= np.linalg.norm(X, axis=0)
     dense = kernel.dense(X)
     t = np.clip(X.T @ X, -1, 1)
     exact = kernel.exact(t)
     for key, name in (("K", "preactivation"), ("ck", "ck"), ("ntk", "ntk")):
         matrix = dense[key]
-        assert matrix.shape == (25, 25) and matrix.dtype == np.float64
+        assert matrix.shape == (14, 14) and matrix.dtype == np.float64
         assert np.array_equal(matrix, matrix.T)
         assert np.all(np.diag(matrix) == kernel.exact(np.ones(1))[name][0])
         # Off the diagonal (whose t is 1 only up to rounding, see above).
-        off = ~np.eye(25, dtype=bool)
+        off = ~np.eye(14, dtype=bool)
         error = np.max(np.abs(matrix - exact[name])[off])
         assert error <= 2e-13 * np.max(np.abs(matrix))
     assert np.all(np.diag(dense["K"]) == kernel.tau)

@@ -31,12 +31,21 @@ CLOSED_FORMS = frozenset({"relu", "leaky_relu", "erf", "quadratic"})
 
 # Quadrature sizes: nodes per angular sector, radial nodes, radial cut-off in units
 # of the standard deviation. The weight e^{-r²/2} is below 2e-22 beyond r = 10 and
-# the sizes were chosen so that every closed form is reproduced to ~1e-14
-# (tests/test_gaussian.py).
+# the sizes were chosen so that every closed form is reproduced to ~1e-14 for
+# τ <= 6 (tests/test_gaussian.py). Derivatives like erf' vary on the scale 1/√τ,
+# so for larger τ both counts grow like √(τ/6).
 _ANGULAR_NODES = 48
 _RADIAL_NODES = 64
 _RADIAL_CUTOFF = 10.0
 _BATCH = 32
+
+
+def _node_counts(tau: float) -> tuple[int, int, int]:
+    """Angular and radial node counts and the batch size for variance ``tau``."""
+    factor = max(1.0, math.sqrt(tau / 6.0))
+    angular = 8 * math.ceil(_ANGULAR_NODES * factor / 8)
+    radial = 8 * math.ceil(_RADIAL_NODES * factor / 8)
+    return angular, radial, max(1, int(_BATCH / factor**2))
 
 
 @lru_cache(maxsize=8)
@@ -202,19 +211,22 @@ def quadrature_moment(
     derivative = activation.derivatives[order]
     flat = K.reshape(-1)
     out = np.empty_like(flat)
-    for start in range(0, flat.size, _BATCH):
-        out[start : start + _BATCH] = _quadrature_batch(
-            derivative, tau, flat[start : start + _BATCH]
+    angular, radial, batch = _node_counts(tau)
+    for start in range(0, flat.size, batch):
+        out[start : start + batch] = _quadrature_batch(
+            derivative, tau, flat[start : start + batch], angular, radial
         )
     return out.reshape(K.shape)
 
 
-def _quadrature_batch(derivative: Derivative, tau: float, K: FloatArray) -> FloatArray:
+def _quadrature_batch(
+    derivative: Derivative, tau: float, K: FloatArray, angular: int, radial: int
+) -> FloatArray:
     rho = np.clip(K / tau, -1.0, 1.0)
     scale = math.sqrt(tau)
 
     # Step 1: the smooth part, integrated sector by sector.
-    total = _smooth_part(derivative, scale, np.arccos(rho))
+    total = _smooth_part(derivative, scale, np.arccos(rho), angular, radial)
 
     # Step 2: line terms, one Dirac mass against the smooth part of the other
     # factor; by symmetry each appears twice.
@@ -222,7 +234,7 @@ def _quadrature_batch(derivative: Derivative, tau: float, K: FloatArray) -> Floa
     conditional_sd = scale * np.sqrt(np.maximum(1.0 - rho**2, 0.0))
     density_at_zero = 1.0 / math.sqrt(2.0 * math.pi * tau)
     if c0 != 0.0 or c1 != 0.0:
-        nodes, weights = _legendre(_RADIAL_NODES)
+        nodes, weights = _legendre(radial)
         x = 0.5 * _RADIAL_CUTOFF * (nodes + 1.0)
         w = (
             0.5
@@ -253,7 +265,13 @@ def _quadrature_batch(derivative: Derivative, tau: float, K: FloatArray) -> Floa
     return total
 
 
-def _smooth_part(derivative: Derivative, scale: float, gamma: FloatArray) -> FloatArray:
+def _smooth_part(
+    derivative: Derivative,
+    scale: float,
+    gamma: FloatArray,
+    angular: int,
+    radial: int,
+) -> FloatArray:
     # Sector boundaries on [0, 2π): where u = 0 and where v = 0.
     cuts = np.stack(
         [
@@ -268,12 +286,12 @@ def _smooth_part(derivative: Derivative, scale: float, gamma: FloatArray) -> Flo
     starts = cuts
     ends = np.concatenate([cuts[:, 1:], cuts[:, :1] + 2.0 * math.pi], axis=1)
 
-    nodes, weights = _legendre(_ANGULAR_NODES)
+    nodes, weights = _legendre(angular)
     half = 0.5 * (ends - starts)
     psi = starts[..., None] + half[..., None] * (nodes + 1.0)
     psi_weights = half[..., None] * weights
 
-    r_nodes, r_weights = _legendre(_RADIAL_NODES)
+    r_nodes, r_weights = _legendre(radial)
     r = 0.5 * _RADIAL_CUTOFF * (r_nodes + 1.0)
     r_w = 0.5 * _RADIAL_CUTOFF * r_weights * r * np.exp(-0.5 * r**2) / (2.0 * math.pi)
 
