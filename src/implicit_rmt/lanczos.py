@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -146,6 +146,79 @@ def _norm_interval(upper: EndBound, lower: EndBound) -> tuple[float, float]:
     return value, max(high - value, value - low, 0.0)
 
 
+def _certify(
+    theta: FloatArray,
+    vectors: FloatArray,
+    basis: FloatArray,
+    products: FloatArray,
+    size: int,
+    b: int,
+    n: int,
+    scale: float,
+    tol: float,
+) -> LanczosResult:
+    """Certificates at both ends of the Ritz spectrum (equations (4), (6)–(9))."""
+    ends = min(size, b + 1)
+    top_vectors = vectors[:, ::-1][:, :ends]
+    bottom_vectors = vectors[:, :ends]
+    top_res = products[:, :size] @ top_vectors - basis[:, :size] @ (
+        top_vectors * theta[::-1][:ends]
+    )
+    bottom_res = products[:, :size] @ bottom_vectors - basis[:, :size] @ (
+        bottom_vectors * theta[:ends]
+    )
+    # Rounding in A@V, in H and in the residual itself: eps·√n·‖A‖ per entry
+    # sum, with a factor 8 of slack (equation (8)).
+    rounding = 8.0 * _EPS * math.sqrt(n) * scale
+    upper = _end_bound(theta[::-1][:ends], top_res)
+    lower = _end_bound(theta[:ends], bottom_res)
+    upper = EndBound(upper.value, upper.bound + rounding, upper.residual)
+    lower = EndBound(lower.value, lower.bound + rounding, lower.residual)
+    norm, half_width = _norm_interval(upper, lower)
+    logger.debug(
+        "basis %d: norm %.17g ± %.3g (relative %.3g), λ ∈ [%.12g, %.12g]",
+        size,
+        norm,
+        half_width,
+        half_width / norm if norm else 0.0,
+        lower.value,
+        upper.value,
+    )
+    return LanczosResult(
+        norm=norm,
+        norm_bound=half_width,
+        lambda_max=upper,
+        lambda_min=lower,
+        passes=0,
+        converged=bool(half_width <= tol * norm),
+        basis_size=size,
+        restarts=0,
+        ritz_values=theta.copy(),
+    )
+
+
+def _next_check(
+    history: list[tuple[int, float]], passes: int, result: LanczosResult, tol: float
+) -> int:
+    """Pass at which to run Rayleigh–Ritz next.
+
+    Rayleigh–Ritz costs O(m³) for a basis of m columns; late in a run that can
+    exceed a pass. From the rate at which log(bound/norm) fell between the last
+    two checks, skip 30 % of the passes still predicted (at most 8), so the
+    checks thin out geometrically and stop at most a few passes late.
+    """
+    relative = result.norm_bound / result.norm if result.norm > 0 else 1.0
+    history.append((passes, math.log(max(relative, 1e-300))))
+    if len(history) < 2:
+        return passes + 1
+    (before, log_before), (now, log_now) = history[-2], history[-1]
+    rate = (log_before - log_now) / max(now - before, 1)
+    if rate <= 0:
+        return passes + 1
+    remaining = (log_now - math.log(tol)) / rate
+    return passes + max(1, min(8, int(0.3 * remaining)))
+
+
 def default_basis_limit(n: int, block_size: int) -> int:
     """Largest basis (columns) whose ``Q`` and ``AQ`` fit in 1 GiB, within [4b, n]."""
     by_memory = _DEFAULT_BASIS_BYTES // (16 * max(n, 1))
@@ -236,8 +309,13 @@ def extreme_eigenvalues(
     restarts = 0
     result: LanczosResult | None = None
 
+    next_check = 1
+    history: list[tuple[int, float]] = []
+    theta = np.zeros(0)
+    vectors = np.zeros((0, 0))
+
     while True:
-        ## One pass: the product of the new block, Rayleigh–Ritz on the basis.
+        ## One pass: the product of the new block, appended to the basis.
         image = operator.matmat(block)
         k = block.shape[1]
         basis[:, size : size + k] = block
@@ -245,62 +323,32 @@ def extreme_eigenvalues(
         projected[: size + k, size : size + k] = basis[:, : size + k].T @ image
         projected[size : size + k, :size] = projected[:size, size : size + k].T
         size += k
-        small = projected[:size, :size]
-        theta, vectors = scipy.linalg.eigh((small + small.T) / 2)
-        scale = max(scale, float(np.max(np.abs(theta))), float(np.linalg.norm(image)))
-
-        ## Certificates at both ends from directly computed residuals.
-        ends = min(size, b + 1)
-        top_vectors = vectors[:, ::-1][:, :ends]
-        bottom_vectors = vectors[:, :ends]
-        top_res = products[:, :size] @ top_vectors - basis[:, :size] @ (
-            top_vectors * theta[::-1][:ends]
+        scale = max(scale, float(np.linalg.norm(image)))
+        passes = operator.passes
+        must_check = (
+            passes >= next_check
+            or passes >= max_passes
+            or size + b > limit
+            or size >= n
         )
-        bottom_res = products[:, :size] @ bottom_vectors - basis[:, :size] @ (
-            bottom_vectors * theta[:ends]
-        )
-        # Rounding in A@V, in H and in the residual itself: eps·√n·‖A‖ per entry
-        # sum, with a factor 8 of slack (equation (8)).
-        rounding = 8.0 * _EPS * math.sqrt(n) * scale
-        upper = _end_bound(theta[::-1][:ends], top_res)
-        lower = _end_bound(theta[:ends], bottom_res)
-        upper = EndBound(upper.value, upper.bound + rounding, upper.residual)
-        lower = EndBound(lower.value, lower.bound + rounding, lower.residual)
-        norm, half_width = _norm_interval(upper, lower)
-        # A basis spanning the whole space makes Rayleigh–Ritz exact.
-        complete = size >= n
-        converged = bool(half_width <= tol * norm or complete)
-        result = LanczosResult(
-            norm=norm,
-            norm_bound=half_width,
-            lambda_max=upper,
-            lambda_min=lower,
-            passes=operator.passes,
-            converged=converged,
-            basis_size=size,
-            restarts=restarts,
-            ritz_values=theta.copy(),
-        )
-        logger.debug(
-            "pass %d: basis %d, norm %.17g ± %.3g (relative %.3g), λ ∈ [%.12g, %.12g]",
-            operator.passes,
-            size,
-            norm,
-            half_width,
-            half_width / norm if norm else 0.0,
-            lower.value,
-            upper.value,
-        )
-        if converged:
-            return result
-        if operator.passes >= max_passes:
-            raise ConvergenceError(
-                f"block Lanczos stopped at the pass limit max_passes={max_passes} "
-                f"with ‖A‖₂ = {norm:.12g} ± {half_width:.3g} (relative "
-                f"{half_width / max(norm, 1e-300):.3g}, asked {tol:g}); raise "
-                "--max-passes or --block-size",
-                partial=result,
-            )
+        if must_check:
+            ## Rayleigh–Ritz and certificates at both ends (equations (3)–(9)).
+            small = projected[:size, :size]
+            theta, vectors = scipy.linalg.eigh((small + small.T) / 2)
+            scale = max(scale, float(np.max(np.abs(theta))))
+            result = _certify(theta, vectors, basis, products, size, b, n, scale, tol)
+            result = replace(result, passes=passes, restarts=restarts)
+            if result.converged or size >= n:
+                return replace(result, converged=True)
+            if passes >= max_passes:
+                raise ConvergenceError(
+                    f"block Lanczos stopped at the pass limit max_passes={max_passes}"
+                    f" with ‖A‖₂ = {result.norm:.12g} ± {result.norm_bound:.3g} "
+                    f"(relative {result.norm_bound / max(result.norm, 1e-300):.3g}, "
+                    f"asked {tol:g}); raise --max-passes or --block-size",
+                    partial=result,
+                )
+            next_check = _next_check(history, passes, result, tol)
 
         ## Next block: new Krylov directions (orthogonal to the whole current
         ## basis, hence to any Ritz vectors kept below), refilled at random after
@@ -330,7 +378,7 @@ def extreme_eigenvalues(
             filler = rng.standard_normal((n, room - candidate.shape[1]))
             candidate = np.hstack([candidate, filler])
             candidate = _orthonormalise(candidate, basis[:, :size], 1e-8)
-        if candidate.shape[1] == 0:
+        if candidate.shape[1] == 0 and result is not None:
             # The basis spans the whole space: Rayleigh–Ritz is exact already.
-            return result
+            return replace(result, converged=True)
         block = candidate
