@@ -236,6 +236,9 @@ def test_sigkilled_build_resumes_only_the_missing_tiles(
     assert report.tiles_computed == report.tiles_total - recorded
     assert report.tiles_repaired == 0
 
+    leftovers = [p for p in path.rglob("*") if p.name.endswith((".partial", ".tmp"))]
+    assert leftovers == []  # temporary files of the killed writers are gone
+
     build_store(spec, tmp_path / "whole.zarr", client=client, progress="none")
     resumed, whole = _arrays(path), _arrays(tmp_path / "whole.zarr")
     for name, array in whole.items():

@@ -22,6 +22,7 @@ from implicit_rmt.store import (
     build_lock,
     open_store,
     prepare_store,
+    remove_partial_writes,
     write_record,
 )
 
@@ -163,6 +164,12 @@ def test_records_are_listed_and_temporary_files_ignored(tmp_path: Path) -> None:
     (records.root / "tiles" / ".1_1.99.1.tmp").write_text("{")  # a killed write
     assert records.done_tiles() == {(0, 2)}
     assert records.done_x() == {3}
+    chunk = tmp_path / "ck" / "c" / "0"
+    chunk.mkdir(parents=True)
+    (chunk / "1.4f2a.partial").write_bytes(b"\0")  # a killed zarr chunk write
+    (chunk / "0").write_bytes(b"\0")
+    assert remove_partial_writes(tmp_path) == 2
+    assert [p.name for p in chunk.iterdir()] == ["0"]
     assert [
         p.name for p in (records.root / "tiles").iterdir() if "tmp" not in p.name
     ] == ["0_2"]

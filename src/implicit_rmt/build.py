@@ -46,6 +46,7 @@ from implicit_rmt.store import (
     build_lock,
     check_existing,
     prepare_store,
+    remove_partial_writes,
     remove_record,
     write_record,
 )
@@ -219,6 +220,9 @@ def build_store(
         prepare_store(path, spec, attrs)
         records = Records(path)
         remove_record(records.complete_path)
+        leftovers = remove_partial_writes(path)
+        if leftovers:
+            logger.info("removed %d partial write(s) of a killed build", leftovers)
         if client is None or isinstance(client, ClusterSpec):
             client = stack.enter_context(connect(client))
         # The kernel travels with each tile task, its fast maps built (a few kB;

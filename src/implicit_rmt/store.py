@@ -501,6 +501,31 @@ class Records:
         return self.root / "complete"
 
 
+def remove_partial_writes(path: Path) -> int:
+    """Delete the temporary files that killed writers left in the store.
+
+    Zarr writes each chunk to ``<chunk>.<uuid>.partial`` and renames it; records
+    are written to ``.<name>.<pid>.<thread>.tmp``. A writer killed in between
+    leaves that file behind, never a damaged chunk or record. Call this only
+    while holding :func:`build_lock`.
+
+    Returns
+    -------
+    int
+        The number of files removed.
+    """
+    removed = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            if name.endswith(".partial") or (
+                name.startswith(".") and name.endswith(".tmp")
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+    return removed
+
+
 def write_record(path: Path, content: Mapping[str, Any]) -> None:
     """Write a small JSON record atomically: temporary file, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
