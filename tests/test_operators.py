@@ -154,3 +154,19 @@ def test_bad_construction_is_refused() -> None:
         TiledOperator(10, 4, [])
     with pytest.raises(ParameterError, match="matrix"):
         DenseOperator(np.ones((3, 4)))
+
+
+def test_tile_terms_survive_pickling(
+    store: tuple[Path, dict[str, npt.NDArray[np.float64]]],
+) -> None:
+    # Worker processes receive the terms pickled; the product must not change.
+    import pickle
+
+    path, arrays = store
+    entries = functools.partial(quadratic, a0=0.5, a2=2.0)
+    terms = [(1.0, StoredTiles(str(path), "ck")), (-1.0, ExplicitTiles(entries))]
+    copied = pickle.loads(pickle.dumps(terms))
+    block = np.random.default_rng(6).standard_normal((N, 2))
+    first = TiledOperator(N, TILE, terms, data_path=str(path)).matmat(block)
+    second = TiledOperator(N, TILE, copied, data_path=str(path)).matmat(block)
+    assert np.array_equal(first, second)
