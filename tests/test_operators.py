@@ -162,7 +162,7 @@ def test_tile_terms_survive_pickling(
     # Worker processes receive the terms pickled; the product must not change.
     import pickle
 
-    path, arrays = store
+    path, _ = store
     entries = functools.partial(quadratic, a0=0.5, a2=2.0)
     terms = [(1.0, StoredTiles(str(path), "ck")), (-1.0, ExplicitTiles(entries))]
     copied = pickle.loads(pickle.dumps(terms))
