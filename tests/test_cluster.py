@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from implicit_rmt.cluster import ClusterSpec, connect
+from implicit_rmt.cluster import ClusterSpec, connect, slurm_cluster
 from implicit_rmt.errors import ParameterError
 
 
@@ -65,3 +65,33 @@ def test_local_threads_then_address_and_everything_closes() -> None:
         # the attached client left the scheduler running
         assert client.submit(lambda: 8).result() == 8
     assert client.status == "closed"
+
+
+def test_slurm_job_script_carries_every_option() -> None:
+    pytest.importorskip("dask_jobqueue")
+    spec = ClusterSpec(
+        kind="slurm",
+        workers=3,
+        queue="short",
+        account="rmt",
+        walltime="02:30:00",
+        cores=4,
+        memory="16GiB",
+        job_extra=("--gres=gpu:1",),
+    )
+    cluster = slurm_cluster(spec)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in (
+        "#SBATCH -p short",
+        "#SBATCH -A rmt",
+        "#SBATCH -t 02:30:00",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --gres=gpu:1",
+        "--nthreads 4",
+    ):
+        assert line in script, (line, script)
+    with pytest.raises(ParameterError, match=r"cluster\.kind"):
+        slurm_cluster(ClusterSpec())

@@ -282,21 +282,34 @@ def _start_cluster(spec: ClusterSpec) -> Iterator[Any]:
             **worker_options,
         )
     else:
-        from dask_jobqueue.slurm import SLURMCluster
-
         jobs = spec.workers or 1
+        cluster = slurm_cluster(spec)
         logger.info("submitting %d SLURM job(s) for Dask workers", jobs)
-        cluster = SLURMCluster(
-            queue=spec.queue,
-            account=spec.account,
-            walltime=spec.walltime,
-            cores=spec.cores or 1,
-            memory=spec.memory or "4GiB",
-            processes=1,
-            job_extra_directives=list(spec.job_extra),
-        )
         cluster.scale(jobs=jobs)
     try:
         yield cluster
     finally:
         cluster.close()
+
+
+def slurm_cluster(spec: ClusterSpec) -> Any:
+    """Return the ``dask_jobqueue.SLURMCluster`` of a ``slurm`` spec, no job submitted.
+
+    Each job runs one worker process with ``cores`` threads and ``memory`` bytes;
+    ``cluster.job_script()`` shows the batch script the jobs will run. The caller
+    scales it (``cluster.scale(jobs=...)``) and closes it.
+    """
+    if spec.kind != "slurm":
+        raise ParameterError("cluster.kind", spec.kind, "'slurm' for a SLURM cluster")
+    from dask_jobqueue.slurm import SLURMCluster
+
+    return SLURMCluster(
+        queue=spec.queue,
+        account=spec.account,
+        walltime=spec.walltime,
+        cores=spec.cores or 1,
+        memory=spec.memory or "4GiB",
+        processes=1,
+        job_extra_directives=list(spec.job_extra),
+        scheduler_options={"dashboard_address": ":8787" if spec.dashboard else ":0"},
+    )
