@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize
+from scipy import interpolate, optimize
 
 from implicit_rmt.activations import Activation
 from implicit_rmt.errors import NoFixedPointError, ParameterError
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # network whose pre-activations are ~1e4 standard units, far outside any useful range.
 _TAU_MAX = 1e8
 _NEWTON_STEPS = 60
+_SEED_POINTS = 65
 
 
 def check_variances(sigma_a2: float, sigma_b2: float) -> tuple[float, float]:
@@ -202,8 +203,17 @@ def solve_gap(
     s = 1.0 - t.reshape(-1)  # exact for t in [1/2, 1]
     low = np.zeros_like(s)
     high = np.full_like(s, 2.0 * tau)
-    top_slope = moment(activation, tau, np.array([tau]), 1)[0]
-    gap = np.clip(sigma_b2 * s / (1.0 - sigma_a2 * top_slope), 0.0, 2.0 * tau)
+    if s.size > 2 * _SEED_POINTS:
+        # Many entries: solve on a few angles ϑ = arccos t first and start every
+        # entry from a cubic spline in ϑ through them (δ is smooth in ϑ even for
+        # kinked activations, docs/theory.md (24)); two Newton steps then suffice.
+        angles = np.linspace(0.0, math.pi, _SEED_POINTS)
+        seed = solve_gap(activation, sigma_a2, sigma_b2, tau, np.cos(angles))
+        guess = interpolate.CubicSpline(angles, seed)(np.arccos(1.0 - s))
+        gap = np.clip(guess, 0.0, 2.0 * tau)
+    else:
+        top_slope = moment(activation, tau, np.array([tau]), 1)[0]
+        gap = np.clip(sigma_b2 * s / (1.0 - sigma_a2 * top_slope), 0.0, 2.0 * tau)
     active = s > 0.0
     gap[~active] = 0.0
     for step in range(_NEWTON_STEPS):
