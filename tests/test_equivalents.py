@@ -94,7 +94,8 @@ def test_explicit_entries_closed_forms() -> None:
 
 
 def test_explicit_entries_by_monte_carlo() -> None:
-    # E[σ(u)σ(v)] for unit-variance (u, v) with correlation t, sampled directly.
+    # CK E[σ(u)σ(v)] and NTK E[σ(u)σ(v)] + t E[σ'(u)σ'(v)] for unit-variance (u, v)
+    # with correlation t, sampled directly; 5 standard errors of the mean.
     match = match_quadratic(equivalent_coefficients(ImplicitKernel(), "ck", 100))
     rng = np.random.default_rng(3)
     t = 0.4
@@ -104,10 +105,15 @@ def test_explicit_entries_by_monte_carlo() -> None:
     def sigma(x: np.ndarray) -> np.ndarray:
         return match.a2 * x**2 + match.a1 * x + match.a0
 
-    samples = sigma(u) * sigma(v)
-    error = samples.std() / math.sqrt(u.size)
-    exact = float(explicit_entries(match, "ck", np.array(t)))
-    assert abs(samples.mean() - exact) < 5 * error
+    def slope(x: np.ndarray) -> np.ndarray:
+        return 2 * match.a2 * x + match.a1
+
+    ck = sigma(u) * sigma(v)
+    ntk = ck + t * slope(u) * slope(v)
+    for which, samples in (("ck", ck), ("ntk", ntk)):
+        error = samples.std() / math.sqrt(u.size)
+        exact = float(explicit_entries(match, which, np.array(t)))
+        assert abs(samples.mean() - exact) < 5 * error, which
 
 
 def test_no_quadratic_for_odd_activation() -> None:
