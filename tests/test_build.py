@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 
-from implicit_rmt.build import _Reporter, build_store
+from implicit_rmt.build import _Reporter, _transposed, build_store
 from implicit_rmt.cluster import ClusterSpec, connect
 from implicit_rmt.data import sphere_columns
 from implicit_rmt.errors import ParameterError, StoreError
@@ -93,6 +93,14 @@ def test_float32_store_is_the_rounding_of_float64(tmp_path: Path, client: Any) -
         scale = np.abs(double[name]).max()
         bound = 2 * 2 * 32 * np.finfo(np.float32).eps * scale
         assert np.abs(rounded[name] - double[name]).max() <= bound, name
+
+
+@pytest.mark.parametrize("shape", [(300, 170), (128, 128), (1, 5)])
+def test_blocked_transpose_is_the_transpose(shape: tuple[int, int]) -> None:
+    tile = np.arange(shape[0] * shape[1], dtype=np.float64).reshape(shape)
+    out = _transposed(tile)
+    assert out.flags.c_contiguous
+    assert np.array_equal(out, tile.T)
 
 
 def test_progress_bar_and_log_lines(caplog: pytest.LogCaptureFixture) -> None:
@@ -194,7 +202,7 @@ def test_bad_requests_fail_before_any_write(tmp_path: Path) -> None:
 
 _KILLABLE_BUILD = """
 import sys
-from implicit_rmt.build import _Reporter, build_store
+from implicit_rmt.build import _Reporter, _transposed, build_store
 from implicit_rmt.cluster import ClusterSpec
 from implicit_rmt.store import PointSpec
 spec = PointSpec(n=int(sys.argv[2]), d=16, seed=5, tile=int(sys.argv[3]))
