@@ -169,3 +169,20 @@ def test_bad_inputs() -> None:
         kernel.entries(np.zeros(3), ("ck", "gram"))
     with pytest.raises(ParameterError, match="finite data"):
         kernel.dense(np.array([[math.nan], [1.0]]))
+
+
+@pytest.mark.gpu
+def test_cupy_tile() -> None:
+    cupy = pytest.importorskip("cupy")
+    kernel = ImplicitKernel().prepare()
+    rng = np.random.default_rng(4)
+    t = np.clip(rng.normal(0, 0.2, (64, 48)), -1, 1)
+    t[:5, 0] = [1.0, -1.0, 0.9, -0.95, 1 + 1e-16]
+    out = kernel.entries(cupy.asarray(t))
+    reference = kernel.entries(t)
+    for name, values in out.items():
+        assert isinstance(values, cupy.ndarray) and values.dtype == cupy.float64
+        # Same arithmetic; fused multiply-adds on the device may differ by an ulp
+        # per Horner/Clenshaw step, ~25 steps.
+        scale = np.max(np.abs(reference[name]))
+        assert np.max(np.abs(cupy.asnumpy(values) - reference[name])) <= 1e-14 * scale
