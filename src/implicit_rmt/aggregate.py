@@ -1,8 +1,10 @@
 """Convergence tables: collect a sweep's metrics.json files, fit the rate, write.
 
 :func:`collect` gathers every point of a sweep into an :class:`xarray.Dataset`
-over ``n``, ``seed`` and ``kernel``; points that are missing, failed or did not
-converge stay in it as NaN with a ``status``. :func:`fit_power_law` fits
+over ``n``, ``seed`` and ``kernel``; points that are missing or failed stay in
+it as NaN, unconverged ones with their values, each with a ``status``. K̄ is the equivalent
+:math:`\\alpha 11^\\top + \\beta X^\\top X + \\mu I` of docs/theory.md,
+equation (18). :func:`fit_power_law` fits
 :math:`\\|K^* - \\bar K\\|_2 \\approx C n^p` by least squares on log–log axes
 over all seeds, with a Student-t interval for :math:`p`.
 :func:`aggregate` writes ``convergence.nc``, ``convergence.csv``,
@@ -492,9 +494,7 @@ def aggregate(sweep_dir: str | Path, plots: bool = True) -> Outputs:
     netcdf = sweep_dir / "convergence.nc"
     _write_atomic(netcdf, lambda path: dataset.to_netcdf(path, engine="netcdf4"))
     csv = sweep_dir / "convergence.csv"
-    _write_atomic(
-        csv, lambda path: table.to_csv(path, index=False, float_format="%.10g")
-    )
+    _write_atomic(csv, lambda path: table.to_csv(path, index=False))
     markdown = sweep_dir / "convergence.md"
     text = markdown_table(table, dataset)
     _write_atomic(markdown, lambda path: path.write_text(text, encoding="utf-8"))

@@ -120,13 +120,15 @@ class PointSpectra:
         density on ``edges``: ``(edges (bins + 1,), density (bins,))``.
     equivalent, explicit
         Eigenvalues of the equivalent :math:`\\bar K = \\alpha 11^\\top +
-        \\beta X^\\top X + \\mu I` and of the matched explicit kernel
+        \\beta X^\\top X + \\mu I` (docs/theory.md, equation (18)) and of the
+        matched explicit kernel
         :math:`\\Sigma`, shape (n,) float64; None above ``dense_max``.
     theory
         The limiting bulk of :math:`\\bar K` written by the solver
-        (docs/theory.md, equation (13)): ``(grid, density, atom)``, or None.
+        (docs/solver.md, equation (13)): ``(grid, density, atom)``, or None.
     outlier
-        First-order location of the outlier of :math:`\\bar K`, equation (14).
+        First-order location of the outlier of :math:`\\bar K`, docs/solver.md
+        equation (14).
     """
 
     point: Point
