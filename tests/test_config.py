@@ -167,6 +167,22 @@ def test_impossible_sweeps_are_rejected() -> None:
     assert rejected(with_sweep(d=[4, 8])).parameter == "sweeps.small.ratio"
 
 
+def test_scheduler_address_goes_with_the_address_cluster() -> None:
+    error = rejected(with_sweep(cluster="address"))
+    assert error.parameter == "sweeps.small.scheduler_address"
+    error = rejected(with_sweep(scheduler_address="tcp://host:8786"))
+    assert error.parameter == "sweeps.small.scheduler_address"
+    assert rejected(with_sweep(scheduler_address="host")).parameter == (
+        "sweeps.small.scheduler_address"
+    )
+    config = validate_config(
+        with_sweep(cluster="address", scheduler_address="tcp://host:8786")
+    )
+    arguments = point_arguments(config["sweeps"]["small"])
+    assert " ".join(arguments).count("--scheduler-address tcp://host:8786") == 1
+    assert "--threads" not in arguments
+
+
 def test_variances_without_a_fixed_point_are_rejected() -> None:
     # for ReLU the diagonal fixed point tau = sigma_b2 / (1 - sigma_a2 / 2)
     # exists only for sigma_a2 < 2

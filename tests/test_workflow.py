@@ -416,6 +416,35 @@ def test_bad_config_stops_plain_snakemake_before_any_job(
     assert tree_digest(results) == before
 
 
+def test_failed_points_still_give_a_table(tmp_path: Path) -> None:
+    # Points whose Dask scheduler cannot be reached fail (after the 1 s connect
+    # timeout set here); the sweep command reports Snakemake's failure, then
+    # aggregates: every point is in the table, marked failed.
+    config = json.loads(json.dumps(TINY))
+    config["sweeps"]["tiny"] |= {
+        "n": [32, 48],
+        "seeds": [0],
+        "cluster": "address",
+        "scheduler_address": "tcp://127.0.0.1:9",
+    }
+    path = write_config(tmp_path, config)
+    result = run_killable(
+        [*IMPLICIT_RMT, "sweep", "--config", str(path), "--workdir", str(tmp_path)],
+        cwd=tmp_path,
+        timeout=180,
+        env=venv_env({"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"}),
+    )
+    assert result.returncode == 1, result.stdout[-4000:]
+    assert "Snakemake exited with status 1" in result.stdout
+    assert "aggregating the points that finished" in result.stdout
+    assert "| ck | 32 | 16 | 0/1 | 1 failed |" in result.stdout
+    dataset = xr.load_dataset(tmp_path / "results" / "tiny" / "convergence.nc")
+    assert set(dataset.status.values.ravel()) == {"failed"}
+    assert np.isnan(dataset.exponent.values).all()
+    for figure in ("error_opnorm.png", "relative_error.png"):
+        assert (tmp_path / "results" / "tiny" / "plots" / figure).stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_aggregate_command_on_a_partial_copy(
     tiny_run: tuple[Path, str], tmp_path: Path

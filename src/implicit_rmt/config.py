@@ -222,6 +222,8 @@ def point_arguments(sweep: Mapping[str, Any]) -> list[str]:
     ]
     for key, value in sorted(sweep["activation_params"].items()):
         arguments += ["--activation-param", f"{key}={float(value)!r}"]
+    if sweep["cluster"] == "address":
+        arguments += ["--scheduler-address", sweep["scheduler_address"]]
     if sweep["cluster"] == "local":
         # workers as threads of the point's process: start-up in milliseconds,
         # which dominates the small points of a sweep
@@ -381,8 +383,14 @@ def _check_sweep(prefix: str, sweep: dict[str, Any], check_theory: bool) -> None
                     f"Use a ratio of at least {1 / n:g}, or larger n.",
                 )
 
-    # the tile must not exceed the largest matrix side by design, but it may:
-    # a tile larger than n simply holds the whole matrix, so nothing to check.
+    # a running scheduler's address goes with cluster: address, and only there
+    if (sweep["cluster"] == "address") != ("scheduler_address" in sweep):
+        raise ConfigValueError(
+            f"{prefix}.scheduler_address",
+            sweep.get("scheduler_address", "<missing>"),
+            "an address such as tcp://host:8786 exactly when cluster is 'address' "
+            f"(cluster is {sweep['cluster']!r})",
+        )
 
     # theory: the activation and the variances must have a kernel fixed point
     if check_theory:
