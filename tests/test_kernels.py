@@ -186,3 +186,16 @@ def test_cupy_tile() -> None:
         # per Horner/Clenshaw step, ~25 steps.
         scale = np.max(np.abs(reference[name]))
         assert np.max(np.abs(cupy.asnumpy(values) - reference[name])) <= 1e-14 * scale
+
+
+def test_certification_catches_a_map_that_misses() -> None:
+    # A jump at t = 0.1 cannot be interpolated by a polynomial: the check against
+    # the "exact" function must report it.
+    from implicit_rmt.entry_maps import AccuracyWarning, build_entry_maps
+
+    def exact(t: np.ndarray) -> dict[str, np.ndarray]:
+        return {"step": np.where(t > 0.1, 1.0, 0.0)}
+
+    with pytest.warns(AccuracyWarning, match="'step' differs from the exact"):
+        maps = build_entry_maps(exact, ["step"])
+    assert maps["step"].error > 0.1
