@@ -24,7 +24,10 @@ include: "workflow/rules/point.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+# Every point's metrics.json is listed too, so a point that failed is run again
+# even where tables from the partial sweep already exist.
 rule all:
     input:
+        point_metrics(CONFIG["sweep"]),
         convergence_outputs(CONFIG["sweep"]),
     default_target: True

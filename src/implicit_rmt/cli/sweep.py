@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from implicit_rmt.aggregate import aggregate
-    from implicit_rmt.config import load_config, select_sweep
+    from implicit_rmt.config import load_config, select_sweep, sweep_points
     from implicit_rmt.errors import ParameterError
     from implicit_rmt.metrics import check_sweep_metrics
     from implicit_rmt.sweep import PROJECT_ROOT, run_snakemake, snakemake_command
@@ -79,7 +79,17 @@ def _run(args: argparse.Namespace) -> int:
     name = config["sweep"]
     workdir = args.workdir.resolve()
     sweep_dir = workdir / config["results"] / name
-    targets = [str(Path(config["results"]) / name / "convergence.nc")]
+    # Every point's metrics.json is a target of its own: tables written from a
+    # partial sweep (below, after a failure) must not make the next run believe
+    # the sweep is complete, so a point without metrics always runs again.
+    results = Path(config["results"]) / name
+    targets = [
+        *(
+            str(results / "points" / point.name / "metrics.json")
+            for point in sweep_points(config["sweeps"][name])
+        ),
+        str(results / "convergence.nc"),
+    ]
 
     def command(*extra: str, dry_run: bool = False) -> list[str]:
         return snakemake_command(
