@@ -252,6 +252,8 @@ def test_tiny_sweep_matches_dense_recomputation(tiny_run: tuple[Path, str]) -> N
         assert_real_png(sweep_dir / "plots" / figure)
     report = sweep_dir / "report.html"
     assert report.stat().st_size > 10_000
+    html = report.read_text(encoding="utf-8")
+    assert "Figures of sweep tiny" in html and "Convergence table of sweep tiny" in html
     assert f"report:            {report}" in output
     assert "| ck | 64 | 32 | 2/2 | ok |" in output
 
@@ -416,6 +418,7 @@ def test_bad_config_stops_plain_snakemake_before_any_job(
     assert tree_digest(results) == before
 
 
+@pytest.mark.slow
 def test_failed_points_still_give_a_table(tmp_path: Path) -> None:
     # Points whose Dask scheduler cannot be reached fail (after the 1 s connect
     # timeout set here); the sweep command reports Snakemake's failure, then

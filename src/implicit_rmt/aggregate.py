@@ -2,9 +2,9 @@
 
 :func:`collect` gathers every point of a sweep into an :class:`xarray.Dataset`
 over ``n``, ``seed`` and ``kernel``; points that are missing or failed stay in
-it as NaN, unconverged ones with their values, each with a ``status``. K̄ is the equivalent
-:math:`\\alpha 11^\\top + \\beta X^\\top X + \\mu I` of docs/theory.md,
-equation (18). :func:`fit_power_law` fits
+it as NaN, unconverged ones with their values, each with a ``status``. K̄ is the
+equivalent :math:`\\alpha 11^\\top + \\beta X^\\top X + \\mu I` of
+docs/theory.md, equation (18). :func:`fit_power_law` fits
 :math:`\\|K^* - \\bar K\\|_2 \\approx C n^p` by least squares on log–log axes
 over all seeds, with a Student-t interval for :math:`p`.
 :func:`aggregate` writes ``convergence.nc``, ``convergence.csv``,
