@@ -17,7 +17,7 @@ rule point:
     resources:
         mem_mb=point_mem_mb,
         runtime=point_runtime,
-        gpus=CONFIG["resources"]["point"]["gpus"],
+        gpu=CONFIG["resources"]["point"]["gpu"],
     conda:
         "../envs/implicit-rmt.yaml"
     shell:
