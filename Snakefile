@@ -1,7 +1,7 @@
 # implicit-rmt: sweeps of (n, d, seed) measuring how far the kernels of implicit
 # networks are from their random-matrix equivalents. Run through
 # `implicit-rmt sweep`, or `snakemake --workflow-profile workflow/profiles/local`.
-from snakemake.utils import min_version
+from snakemake.utils import min_version, validate
 
 from implicit_rmt.config import validate_config
 
@@ -13,7 +13,10 @@ configfile: "config/config.yaml"
 
 # Schema (defaults filled, unknown keys rejected) and semantic checks, before any
 # job is planned; a bad config stops here with the key path in the message.
+# validate_config returns a checked copy; Snakemake's own validate then fills
+# the same schema's defaults into the global `config` as well.
 CONFIG = validate_config(config)
+validate(config, "config/schema.yaml")
 
 
 report: "workflow/report/workflow.rst"
