@@ -173,6 +173,57 @@ def test_dry_run_of_the_default_sweep_lists_its_jobs(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ("gpu", ["--backend cupy --cluster cuda", "gpu=1"]),
+        ("slurm", ["slurm_partition=debug", "--backend numpy --cluster local"]),
+    ],
+)
+def test_profiles_plan_their_jobs(
+    profile: str, expected: list[str], tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, TINY)
+    result = run_killable(
+        [
+            *IMPLICIT_RMT,
+            "sweep",
+            "--config",
+            str(config),
+            "--workdir",
+            str(tmp_path),
+            "--profile",
+            profile,
+            "--dry-run",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert job_counts(result.stdout)["point"] == len(POINTS)
+    for text in expected:
+        assert text in result.stdout, text
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_profile_matches_the_cpu_sweep(
+    tiny_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    # CuPy tiles and the CUDA cluster give the same numbers as NumPy up to the
+    # solver's relative tolerance 1e-10 and rounding of the entry maps (~1e-13)
+    result = sweep(tmp_path, "--profile", "gpu", "--cores", "2")
+    assert result.returncode == 0, result.stdout[-4000:]
+    gpu, cpu = (
+        metrics_numbers(tmp_path / "results" / "tiny"),
+        metrics_numbers(tiny_run[0]),
+    )
+    for point, kernels in cpu.items():
+        for kernel, numbers in kernels.items():
+            for key in ("error_opnorm", "opnorm", "explicit_error_opnorm"):
+                assert gpu[point][kernel][key] == pytest.approx(numbers[key], rel=1e-9)
+
+
 @pytest.mark.slow
 def test_tiny_sweep_matches_dense_recomputation(tiny_run: tuple[Path, str]) -> None:
     sweep_dir, output = tiny_run
