@@ -178,14 +178,14 @@ stop() {
     local name pid remaining
     tac "$PIDS" | while read -r name pid; do
         if [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$name" ]; then
-            kill -TERM "$pid"
+            kill -TERM "$pid" 2>/dev/null || true
             for _ in $(seq 50); do
                 [ -r "/proc/$pid/comm" ] || break
                 sleep 0.2
             done
             if [ -r "/proc/$pid/comm" ]; then
                 log "$name (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL"
-                kill -KILL "$pid" || true
+                kill -KILL "$pid" 2>/dev/null || true
             fi
             log "stopped $name (pid $pid)"
         else
