@@ -438,6 +438,24 @@ def test_bad_config_is_rejected_by_the_sweep_command(
     assert not (tmp_path / ".snakemake").exists()
 
 
+def test_bad_options_are_rejected_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, TINY)
+    base = ["sweep", "--config", str(config), "--workdir", str(tmp_path)]
+    cases = [
+        (["--cores", "0"], "--cores=0"),
+        (["--sweep", "nope"], "--sweep='nope'"),
+        (["--workdir", str(tmp_path / "absent")], "--workdir="),
+    ]
+    for extra, named in cases:
+        assert main([*base, *extra]) == 2
+        assert named in capsys.readouterr().err
+    assert main(["sweep", "--config", str(tmp_path / "absent.yaml")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
 @pytest.mark.parametrize(
     ("case", "changes", "key"),
     [BAD_CONFIGS[0], BAD_CONFIGS[-1]],

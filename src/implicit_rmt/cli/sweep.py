@@ -74,6 +74,13 @@ def _run(args: argparse.Namespace) -> int:
     # validate everything before anything runs or is written
     if args.cores is not None and args.cores < 1:
         raise ParameterError("--cores", args.cores, "a positive integer")
+    if not args.workdir.is_dir():
+        raise ParameterError(
+            "--workdir",
+            str(args.workdir),
+            "an existing directory",
+            "Create it first, or run from the directory results/ should go in.",
+        )
     config_file = args.config or PROJECT_ROOT / "config" / "config.yaml"
     config = select_sweep(load_config(config_file), args.sweep)
     name = config["sweep"]
