@@ -1,4 +1,5 @@
 # Helpers shared by the rules: result paths, the point grid, resources scaling with n.
+import os
 import shlex
 import sys
 
@@ -9,7 +10,21 @@ RESULTS = CONFIG["results"]
 POINT = "n{n}_d{d}_seed{seed}"
 # The interpreter running Snakemake runs the package too, so jobs use the same
 # environment whatever PATH says.
-IMPLICIT_RMT = f"{shlex.quote(sys.executable)} -m implicit_rmt"
+def _interpreter():
+    """This interpreter, named the same however it was started.
+
+    The command is a param of the rules, so `implicit-rmt sweep` (…/bin/python3)
+    after `python -m implicit_rmt sweep` (…/bin/python) would count as changed
+    params and rerun every point; <prefix>/bin/python, where it is this same
+    interpreter, names both.
+    """
+    candidate = os.path.join(sys.prefix, "bin", "python")
+    if os.path.realpath(candidate) == os.path.realpath(sys.executable):
+        return candidate
+    return sys.executable
+
+
+IMPLICIT_RMT = f"{shlex.quote(_interpreter())} -m implicit_rmt"
 
 
 wildcard_constraints:
