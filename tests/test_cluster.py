@@ -91,7 +91,26 @@ def test_slurm_job_script_carries_every_option() -> None:
         "#SBATCH --cpus-per-task=4",
         "#SBATCH --gres=gpu:1",
         "--nthreads 4",
+        "export MALLOC_MMAP_THRESHOLD_=33554432",
     ):
         assert line in script, (line, script)
     with pytest.raises(ParameterError, match=r"cluster\.kind"):
         slurm_cluster(ClusterSpec())
+
+
+def _environment(names: tuple[str, ...]) -> dict[str, str | None]:
+    import os
+
+    return {name: os.environ.get(name) for name in names}
+
+
+def test_local_worker_processes_get_the_worker_environment() -> None:
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS")
+    with connect(ClusterSpec(workers=1, threads_per_worker=1)) as client:
+        seen = client.submit(_environment, names).result()
+    # ours, next to the variables Dask's nannies set by default
+    assert seen == {
+        "MALLOC_MMAP_THRESHOLD_": "33554432",
+        "MALLOC_TRIM_THRESHOLD_": "65536",
+        "OPENBLAS_NUM_THREADS": "1",
+    }

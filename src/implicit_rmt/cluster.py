@@ -199,6 +199,32 @@ def _check_walltime(value: object) -> None:
         raise ParameterError("cluster.walltime", value, expected)
 
 
+WORKER_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+"""Environment of the worker processes that :func:`connect` starts.
+
+Dask's nannies set ``MALLOC_TRIM_THRESHOLD_``, which fixes glibc's threshold for
+serving allocations by ``mmap`` at 128 KiB: every tile-sized temporary of a build
+is then a fresh mapping, page-faulted in and unmapped again, and a worker spent
+as much system time as it computed (8 s user, 8 s system for the ``ck`` tiles of
+n = 8192, d = 4096 on one worker). Raising the threshold to glibc's maximum,
+32 MiB, lets the heap reuse that memory: 2.4 s system time, 40% less wall time.
+"""
+
+
+@contextmanager
+def _worker_environment() -> Iterator[None]:
+    """Add :data:`WORKER_ENVIRONMENT` to what nannies set before spawning workers."""
+    import dask
+
+    with dask.config.set(
+        {
+            f"distributed.nanny.pre-spawn-environ.{name}": value
+            for name, value in WORKER_ENVIRONMENT.items()
+        }
+    ):
+        yield
+
+
 @contextmanager
 def connect(spec: ClusterSpec | None = None) -> Iterator[Any]:
     """Start (or attach to) the cluster ``spec`` describes and yield a client.
@@ -257,13 +283,14 @@ def _start_cluster(spec: ClusterSpec) -> Iterator[Any]:
             workers,
             "processes" if spec.processes else "threads",
         )
-        cluster: Any = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=workers,
-            threads_per_worker=spec.threads_per_worker,
-            processes=spec.processes,
-            dashboard_address=dashboard,
-            **worker_options,
-        )
+        with _worker_environment():
+            cluster: Any = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers,
+                threads_per_worker=spec.threads_per_worker,
+                processes=spec.processes,
+                dashboard_address=dashboard,
+                **worker_options,
+            )
     elif spec.kind == "cuda":
         try:
             from dask_cuda import LocalCUDACluster
@@ -275,12 +302,13 @@ def _start_cluster(spec: ClusterSpec) -> Iterator[Any]:
                 "Install the GPU extra: pip install 'implicit-rmt[gpu]'.",
             ) from error
         logger.info("starting a local CUDA cluster (one worker per GPU)")
-        cluster = LocalCUDACluster(
-            n_workers=spec.workers,
-            threads_per_worker=spec.threads_per_worker or 1,
-            dashboard_address=dashboard,
-            **worker_options,
-        )
+        with _worker_environment():
+            cluster = LocalCUDACluster(
+                n_workers=spec.workers,
+                threads_per_worker=spec.threads_per_worker or 1,
+                dashboard_address=dashboard,
+                **worker_options,
+            )
     else:
         jobs = spec.workers or 1
         cluster = slurm_cluster(spec)
@@ -311,5 +339,8 @@ def slurm_cluster(spec: ClusterSpec) -> Any:
         memory=spec.memory or "4GiB",
         processes=1,
         job_extra_directives=list(spec.job_extra),
+        job_script_prologue=[
+            f"export {name}={value}" for name, value in WORKER_ENVIRONMENT.items()
+        ],
         scheduler_options={"dashboard_address": ":8787" if spec.dashboard else ":0"},
     )
