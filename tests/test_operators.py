@@ -78,14 +78,15 @@ def test_only_upper_tiles_are_used(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 20])  # blockwise, then cached X
 def test_difference_with_equivalent(
-    store: tuple[Path, dict[str, npt.NDArray[np.float64]]],
+    store: tuple[Path, dict[str, npt.NDArray[np.float64]]], cache_bytes: int
 ) -> None:
     path, arrays = store
     alpha, beta, mu = 0.7, 1.3, -0.4
     x = arrays["X"]
     equivalent = alpha * np.ones((N, N)) + beta * x.T @ x + mu * np.eye(N)
-    low_rank = LowRankShift(alpha, beta, mu, str(path))
+    low_rank = LowRankShift(alpha, beta, mu, str(path), cache_bytes=cache_bytes)
     block = np.random.default_rng(3).standard_normal((N, 4))
     scale = (
         8 * np.abs(block).max() * (np.abs(arrays["ck"]).max() + alpha + beta + abs(mu))
@@ -95,6 +96,7 @@ def test_difference_with_equivalent(
         N, TILE, [(1.0, StoredTiles(str(path), "ck"))], low_rank=low_rank
     )
     assert close(op.matmat(block), (arrays["ck"] - equivalent) @ block, scale)
+    assert bool(low_rank._cache) == (cache_bytes > 8 * D * N)
 
 
 def test_explicit_tiles_computed_from_data(

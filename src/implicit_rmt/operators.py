@@ -255,31 +255,53 @@ class LowRankShift:
     alpha, beta, mu
         Coefficients of the equivalent (docs/solver.md, equation (1)).
     data_path
-        Zarr group whose member ``X`` has shape (d, n); read one column block at a
-        time, so memory is ``O(d·b + d·tile)``.
+        Zarr group whose member ``X`` has shape (d, n).
+    cache_bytes
+        If ``X`` as float64 (``8·d·n`` bytes) fits in this many bytes it is read
+        once and kept in memory; otherwise it is read one column block at a time
+        in each product, twice (for ``XV``, then ``Xᵀ(XV)``), so that memory is
+        ``O(d·(b + tile))``. ``0`` never caches. Either way ``K̄`` itself, of
+        order n², is never formed.
     """
 
     alpha: float
     beta: float
     mu: float
     data_path: str
+    cache_bytes: int = 1 << 30
+    _cache: dict[str, FloatArray] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def _blocks(self) -> list[tuple[slice, FloatArray | None]]:
+        """Column spans of X, with the block when cached (None: read it)."""
+        array = _open_array(self.data_path, "X")
+        d, n = array.shape
+        if 8 * d * n <= self.cache_bytes:
+            if "X" not in self._cache:
+                self._cache["X"] = np.asarray(array[...], dtype=np.float64)
+            return [(slice(0, n), self._cache["X"])]
+        step = int(array.chunks[1])
+        return [(slice(s, min(s + step, n)), None) for s in range(0, n, step)]
 
     def apply(self, block: FloatArray) -> FloatArray:
         """Return ``K̄ @ block`` for ``block`` of shape (n, b), float64."""
         array = _open_array(self.data_path, "X")
-        d, n = array.shape
-        step = int(array.chunks[1])
-        projected = np.zeros((d, block.shape[1]))
-        for start in range(0, n, step):
-            span = slice(start, min(start + step, n))
-            projected += np.asarray(array[:, span], dtype=np.float64) @ block[span]
+        blocks = self._blocks()
+
+        def columns(span: slice, cached: FloatArray | None) -> FloatArray:
+            if cached is not None:
+                return cached
+            return np.asarray(array[:, span], dtype=np.float64)
+
+        projected = np.zeros((array.shape[0], block.shape[1]))
+        for span, cached in blocks:
+            projected += columns(span, cached) @ block[span]
         out: FloatArray = self.mu * block + self.alpha * block.sum(
             axis=0, keepdims=True
         )
-        for start in range(0, n, step):
-            span = slice(start, min(start + step, n))
-            columns = np.asarray(array[:, span], dtype=np.float64)
-            out[span] += self.beta * (columns.T @ projected)
+        for span, cached in blocks:
+            out[span] += self.beta * (columns(span, cached).T @ projected)
         return out
 
 
