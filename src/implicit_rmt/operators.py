@@ -19,8 +19,9 @@ upper triangle of the stored array mirrored), and a pass reads half the array.
 Distribution: the upper tiles are split into contiguous groups of near-equal
 count, one Dask task per group. ``V`` is scattered (broadcast) once per pass, each
 task reads its tiles and returns its partial ``(n, b)`` product, the client sums
-them. The low-rank part reads ``X`` column block by column block on the client
-while the tile tasks run. Memory is ``O(n·b)`` per task plus one tile, never
+them. The low-rank part runs on the client while the tile tasks run, with ``X``
+kept in memory when it fits :attr:`LowRankShift.cache_bytes` and read column block
+by column block otherwise. Memory is ``O(n·b)`` per task plus one tile, never
 ``O(n²)``.
 """
 
