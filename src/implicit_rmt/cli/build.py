@@ -91,18 +91,55 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     theory.add_argument("--sigma-a2", type=float, default=0.2, help="σ_a² (0.2)")
     theory.add_argument("--sigma-b2", type=float, default=0.8, help="σ_b² (0.8)")
 
-    run = parser.add_argument_group("execution")
-    run.add_argument(
-        "--cluster",
-        choices=("local", "cuda", "slurm", "address"),
-        default="local",
-        help="Dask cluster to run on (default local)",
-    )
+    run = add_cluster_arguments(parser)
     run.add_argument(
         "--backend",
         choices=("numpy", "cupy"),
         default="numpy",
         help="tile arithmetic on the CPU (numpy) or the GPU (cupy)",
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="progress display (auto: a bar on a terminal, log lines otherwise)",
+    )
+    run.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="trust the records of a resumed build instead of re-reading its tiles",
+    )
+
+
+def add_cluster_arguments(
+    parser: argparse.ArgumentParser, *, in_process: bool = False
+) -> Any:
+    """Add the Dask cluster options read by :func:`cluster_from_args`.
+
+    Parameters
+    ----------
+    parser
+        Parser of ``build``, ``measure`` or ``point``.
+    in_process
+        Offer ``--cluster none`` and make it the default: the work runs in this
+        process without Dask (``measure`` reads tiles this way).
+
+    Returns
+    -------
+    argparse._ArgumentGroup
+        The "execution" group, for command-specific options.
+    """
+    kinds = ("local", "cuda", "slurm", "address")
+    run = parser.add_argument_group("execution")
+    run.add_argument(
+        "--cluster",
+        choices=("none", *kinds) if in_process else kinds,
+        default="none" if in_process else "local",
+        help=(
+            "Dask cluster whose workers read the tiles (default none: this process)"
+            if in_process
+            else "Dask cluster to run on (default local)"
+        ),
     )
     run.add_argument("--workers", type=int, help="workers (slurm: jobs)")
     run.add_argument("--threads-per-worker", type=int, help="threads per worker")
@@ -127,17 +164,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIRECTIVE",
         help="extra #SBATCH directive, e.g. --gres=gpu:1 (repeatable)",
     )
-    run.add_argument(
-        "--progress",
-        choices=("auto", "bar", "log", "none"),
-        default="auto",
-        help="progress display (auto: a bar on a terminal, log lines otherwise)",
-    )
-    run.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="trust the records of a resumed build instead of re-reading its tiles",
-    )
+    return run
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:

@@ -30,6 +30,8 @@ _MEASURE_FLAGS = {
 
 def register(subparsers: Any) -> None:
     """Add the ``measure`` parser."""
+    from implicit_rmt.cli.build import add_cluster_arguments
+
     parser = subparsers.add_parser(
         "measure",
         help="certified ‖K* − K̄‖₂, ‖K*‖₂ and spectra of a kernel store",
@@ -45,7 +47,7 @@ def register(subparsers: Any) -> None:
         "--out", required=True, help="metrics file to write, e.g. DIR/metrics.json"
     )
     add_measure_arguments(parser)
-    add_cluster_arguments(parser)
+    add_cluster_arguments(parser, in_process=True)
     parser.set_defaults(func=_run)
 
 
@@ -83,43 +85,6 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
         "--explicit",
         action="store_true",
         help="also measure ‖K* − Σ‖₂ for the matched explicit (quadratic) network",
-    )
-
-
-def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the cluster options read by ``implicit_rmt.cli.build.cluster_from_args``.
-
-    ``--cluster none`` (the default) reads the tiles in this process.
-    """
-    run = parser.add_argument_group("execution")
-    run.add_argument(
-        "--cluster",
-        choices=("none", "local", "cuda", "slurm", "address"),
-        default="none",
-        help="Dask cluster whose workers read the tiles (default none: this process)",
-    )
-    run.add_argument("--workers", type=int, help="workers (slurm: jobs)")
-    run.add_argument("--threads-per-worker", type=int, help="threads per worker")
-    run.add_argument("--memory-limit", help="memory per worker, e.g. 4GiB")
-    run.add_argument(
-        "--threads",
-        action="store_true",
-        help="local cluster: workers as threads of this process (fast start-up)",
-    )
-    run.add_argument("--scheduler-address", help="address of a running scheduler")
-    run.add_argument("--slurm-queue", help="SLURM partition")
-    run.add_argument("--slurm-account", help="SLURM account")
-    run.add_argument(
-        "--slurm-walltime", default="01:00:00", help="SLURM time limit per job"
-    )
-    run.add_argument("--slurm-cores", type=int, help="cores per SLURM job")
-    run.add_argument("--slurm-memory", help="memory per SLURM job, e.g. 16GiB")
-    run.add_argument(
-        "--slurm-job-extra",
-        action="append",
-        default=[],
-        metavar="DIRECTIVE",
-        help="extra #SBATCH directive (repeatable)",
     )
 
 
