@@ -205,3 +205,14 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "broken.yaml")
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(MINIMAL))
     assert load_config(tmp_path / "ok.yaml")["sweeps"]["small"]["n"] == [32, 64]
+
+
+def test_explicit_network_without_a_quadratic_match_is_rejected() -> None:
+    # tanh is odd, so G*(0) = G*''(0) = 0 and alpha = 0 while mu > 0: the constant
+    # term a0 = sqrt(alpha - 2 a2^2 / d) - a2 has a negative radicand
+    error = rejected(with_sweep(activation="tanh", explicit=True))
+    assert error.parameter == "sweeps.small.explicit"
+    assert "no quadratic network matches" in str(error)
+    # the same sweep without the explicit network, and relu with it, are valid
+    validate_config(with_sweep(activation="tanh", explicit=False))
+    validate_config(with_sweep(activation="relu", explicit=True))

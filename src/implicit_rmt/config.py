@@ -398,11 +398,11 @@ def _check_sweep(prefix: str, sweep: dict[str, Any], check_theory: bool) -> None
 
 
 def _check_kernel(prefix: str, sweep: dict[str, Any]) -> None:
-    """Construct the implicit kernel; name the config keys when it is rejected."""
+    """Construct the kernel (and its quadratic match if asked); name the bad key."""
     from implicit_rmt.kernels import ImplicitKernel
 
     try:
-        ImplicitKernel(
+        kernel = ImplicitKernel(
             activation=sweep["activation"],
             sigma_a2=sweep["sigma_a2"],
             sigma_b2=sweep["sigma_b2"],
@@ -429,3 +429,31 @@ def _check_kernel(prefix: str, sweep: dict[str, Any]) -> None:
             f"{error.expected} (for the kernel of {summary})",
             error.fix,
         ) from error
+
+    if sweep["explicit"]:
+        _check_explicit(prefix, sweep, kernel)
+
+
+def _check_explicit(prefix: str, sweep: dict[str, Any], kernel: Any) -> None:
+    """Check that a quadratic network matches every kernel at every ``d``.
+
+    Odd activations (erf, tanh) have α = 0, so no quadratic matches them
+    (docs/theory.md, matching section); finding that out after every point's
+    build would waste the sweep.
+    """
+    from implicit_rmt.equivalents import equivalent_coefficients, match_quadratic
+    from implicit_rmt.errors import NoQuadraticMatchError
+
+    for d in sorted(set(sweep_dims(sweep))):
+        for name in sweep["kernels"]:
+            try:
+                match_quadratic(equivalent_coefficients(kernel, name, d))
+            except NoQuadraticMatchError as error:
+                raise ConfigValueError(
+                    f"{prefix}.explicit",
+                    True,
+                    f"false for this sweep: no quadratic network matches its "
+                    f"{name} kernel at d = {d} ({error})",
+                    "Set `explicit: false`, or choose an activation with a "
+                    "non-zero mean such as relu.",
+                ) from error

@@ -200,7 +200,7 @@ def _dense_equivalents(
     store_path: Path, kernel: str
 ) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
     """Eigenvalues of K̄ and Σ of a finished store; (None, None) if unusable."""
-    from implicit_rmt.errors import ImplicitRMTError
+    from implicit_rmt.errors import ImplicitRMTError, NoQuadraticMatchError
     from implicit_rmt.measure import explicit_entry_maps
     from implicit_rmt.store import open_store
 
@@ -219,11 +219,14 @@ def _dense_equivalents(
         + coefficients["beta"] * gram
         + coefficients["mu"] * np.eye(n)
     )
-    explicit_matrix = np.asarray(explicit_entry_maps(attrs)[kernel](gram))
-    return (
-        np.linalg.eigvalsh(equivalent_matrix),
-        np.linalg.eigvalsh((explicit_matrix + explicit_matrix.T) / 2),
-    )
+    equivalent = np.linalg.eigvalsh(equivalent_matrix)
+    try:
+        explicit_map = explicit_entry_maps(attrs)[kernel]
+    except NoQuadraticMatchError as error:
+        logger.info("no Sigma spectrum for %s: %s", store_path, error)
+        return equivalent, None
+    explicit_matrix = np.asarray(explicit_map(gram))
+    return equivalent, np.linalg.eigvalsh((explicit_matrix + explicit_matrix.T) / 2)
 
 
 def spectrum_figure(spectra: PointSpectra) -> Any:
