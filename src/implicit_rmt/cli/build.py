@@ -167,6 +167,17 @@ def add_cluster_arguments(
     return run
 
 
+def show_progress_logs(args: argparse.Namespace) -> None:
+    """Show the build's INFO progress lines without ``-v`` when they are wanted.
+
+    With ``--progress auto`` a terminal gets a bar and other outputs (a job's log
+    file) get log lines; ``--progress log`` always asks for the lines.
+    """
+    if args.progress in ("auto", "log") and args.verbose == 0:
+        for name in ("implicit_rmt.build", __name__):
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
 def spec_from_args(args: argparse.Namespace) -> Any:
     """Return the ``PointSpec`` the parsed options describe.
 
@@ -255,10 +266,7 @@ def _run(args: argparse.Namespace) -> int:
         store_attrs(spec)  # theory parameters, checked before anything starts
     except ParameterError as error:
         raise _renamed(error, _POINT_FLAGS) from error
-    if args.progress in ("auto", "log") and args.verbose == 0:
-        # Progress log lines are INFO; show them without -v (a terminal gets a bar).
-        for name in ("implicit_rmt.build", __name__):
-            logging.getLogger(name).setLevel(logging.INFO)
+    show_progress_logs(args)
     report = build_store(
         spec,
         args.out,

@@ -42,7 +42,11 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from implicit_rmt.build import build_store, store_attrs
-    from implicit_rmt.cli.build import cluster_from_args, spec_from_args
+    from implicit_rmt.cli.build import (
+        cluster_from_args,
+        show_progress_logs,
+        spec_from_args,
+    )
     from implicit_rmt.cli.measure import options_from_args, report
     from implicit_rmt.cluster import connect
     from implicit_rmt.measure import (
@@ -63,8 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     check_existing(_as_path(args.out), spec)
 
     ## Build, then measure, on one cluster.
-    if args.progress in ("auto", "log") and args.verbose == 0:
-        logging.getLogger("implicit_rmt.build").setLevel(logging.INFO)
+    show_progress_logs(args)
     with connect(cluster) as client:
         build_store(
             spec,
