@@ -108,9 +108,10 @@ def test_local_worker_processes_get_the_worker_environment() -> None:
     names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS")
     with connect(ClusterSpec(workers=1, threads_per_worker=1)) as client:
         seen = client.submit(_environment, names).result()
-    # ours, next to the variables Dask's nannies set by default
+    # ours (the trim threshold replacing Dask's 64 KiB), next to the BLAS
+    # threads Dask's nannies set by default
     assert seen == {
         "MALLOC_MMAP_THRESHOLD_": "33554432",
-        "MALLOC_TRIM_THRESHOLD_": "65536",
+        "MALLOC_TRIM_THRESHOLD_": "134217728",
         "OPENBLAS_NUM_THREADS": "1",
     }

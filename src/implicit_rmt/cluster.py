@@ -199,15 +199,25 @@ def _check_walltime(value: object) -> None:
         raise ParameterError("cluster.walltime", value, expected)
 
 
-WORKER_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+WORKER_ENVIRONMENT = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
+}
 """Environment of the worker processes that :func:`connect` starts.
 
-Dask's nannies set ``MALLOC_TRIM_THRESHOLD_``, which fixes glibc's threshold for
-serving allocations by ``mmap`` at 128 KiB: every tile-sized temporary of a build
-is then a fresh mapping, page-faulted in and unmapped again, and a worker spent
-as much system time as it computed (8 s user, 8 s system for the ``ck`` tiles of
-n = 8192, d = 4096 on one worker). Raising the threshold to glibc's maximum,
-32 MiB, lets the heap reuse that memory: 2.4 s system time, 40% less wall time.
+Both settings keep tile-sized temporaries (8 MiB at tile 1024) in glibc's heap,
+where freed memory is reused, instead of mapping fresh pages for every tile:
+
+* ``MALLOC_MMAP_THRESHOLD_``: by default glibc serves allocations above 128 KiB
+  with ``mmap``, so each tile was page-faulted in and unmapped again. A build of
+  the ``ck`` tiles of n = 8192, d = 4096 on one worker spent as much system time
+  as it computed (8 s user, 8 s system); with glibc's largest threshold, 32 MiB,
+  2.4 s system time and 40% less wall time.
+* ``MALLOC_TRIM_THRESHOLD_``: Dask's nannies set it to 64 KiB, which returns the
+  top of the heap to the system at every free, so the next tile faults its pages
+  in again. One solver pass over the ck tiles of n = 16 384 took 2.3–2.6 s that
+  way and 0.82–0.99 s with 128 MiB (single-threaded BLAS, benchmarks/lanczos.py);
+  at most 128 MiB of freed memory then lingers per worker before it is returned.
 """
 
 
