@@ -116,6 +116,11 @@ class DenseOperator:
 # -- tile sources ---------------------------------------------------------------
 
 
+def _writable(values: FloatArray) -> FloatArray:
+    """``values`` itself if it may be modified in place, else a copy."""
+    return values if values.flags.writeable else values.copy()
+
+
 @functools.lru_cache(maxsize=64)
 def _open_array(path: str, name: str) -> Any:
     """Open member ``name`` of the Zarr group at ``path`` for reading (cached)."""
@@ -142,10 +147,10 @@ class StoredTiles:
     name: str
 
     def tile(self, rows: slice, columns: slice, data: _DataBlocks) -> FloatArray:
-        """Return the block ``A[rows, columns]`` as float64."""
+        """Return the block ``A[rows, columns]`` as a new writable float64 array."""
         del data
         array = _open_array(self.path, self.name)
-        return np.asarray(array[rows, columns], dtype=np.float64)
+        return _writable(np.asarray(array[rows, columns], dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -163,9 +168,9 @@ class ExplicitTiles:
     entries: EntryMap
 
     def tile(self, rows: slice, columns: slice, data: _DataBlocks) -> FloatArray:
-        """Return ``f(X[:, rows]ᵀ X[:, columns])`` as float64."""
+        """Return ``f(X[:, rows]ᵀ X[:, columns])`` as a new writable float64 array."""
         gram = data.columns(rows).T @ data.columns(columns)
-        return np.asarray(self.entries(gram), dtype=np.float64)
+        return _writable(np.asarray(self.entries(gram), dtype=np.float64))
 
 
 TileSource = StoredTiles | ExplicitTiles
@@ -191,6 +196,53 @@ class _DataBlocks:
 # -- one task: a group of upper tiles ---------------------------------------------
 
 
+def _combined_tile(
+    terms: Sequence[tuple[float, TileSource]],
+    rows: slice,
+    columns: slice,
+    data: _DataBlocks,
+) -> FloatArray:
+    """Return ``Σ c_k source_k[rows, columns]``, built in the first tile's memory.
+
+    Each source returns a fresh float64 array, so the sum is accumulated in place
+    into the first one: no zero-filled buffer and no scaled copies, which on an
+    8 MiB tile cost more than reading it (5 ms against 2 ms, benchmarks/lanczos.py).
+    """
+    (first_coefficient, first), *rest = terms
+    values = first.tile(rows, columns, data)
+    if first_coefficient != 1.0:
+        values *= first_coefficient
+    for coefficient, source in rest:
+        addend = source.tile(rows, columns, data)
+        if coefficient == 1.0:
+            values += addend
+        elif coefficient == -1.0:
+            values -= addend
+        else:
+            addend *= coefficient
+            values += addend
+    return values
+
+
+@functools.lru_cache(maxsize=4)
+def _strict_lower_mask(size: int) -> npt.NDArray[np.bool_]:
+    """Boolean mask of the strict lower triangle of a ``size × size`` tile."""
+    return np.tril(np.ones((size, size), dtype=bool), -1)
+
+
+def _symmetric_tile_product(values: FloatArray, block: FloatArray) -> FloatArray:
+    """Return ``S @ block`` for ``S`` the upper triangle of ``values`` mirrored.
+
+    Zeroes the strict lower triangle of ``values`` in place (leaving ``U``) and uses
+    ``S = U + Uᵀ − diag(U)``: two products with the same tile, no mirrored copy.
+    """
+    np.putmask(values, _strict_lower_mask(values.shape[0]), 0.0)
+    product: FloatArray = values @ block
+    product += values.T @ block
+    product -= np.diag(values)[:, None] * block
+    return product
+
+
 def _tile_group_product(
     tiles: Sequence[tuple[int, int]],
     terms: Sequence[tuple[float, TileSource]],
@@ -205,7 +257,8 @@ def _tile_group_product(
     tiles
         Tile indices ``(I, J)`` with ``I ≤ J``.
     terms
-        ``(coefficient, source)`` pairs; the tile used is ``Σ c_k source_k``.
+        ``(coefficient, source)`` pairs, at least one; the tile used is
+        ``Σ c_k source_k``.
     data_path
         Zarr group holding ``X`` (for explicit sources), or None.
     tile
@@ -224,12 +277,9 @@ def _tile_group_product(
     for i, j in tiles:
         rows = slice(i * tile, min((i + 1) * tile, n))
         columns = slice(j * tile, min((j + 1) * tile, n))
-        values = np.zeros((rows.stop - rows.start, columns.stop - columns.start))
-        for coefficient, source in terms:
-            values += coefficient * source.tile(rows, columns, data)
+        values = _combined_tile(terms, rows, columns, data)
         if i == j:
-            values = np.triu(values) + np.triu(values, 1).T
-            out[rows] += values @ block[rows]
+            out[rows] += _symmetric_tile_product(values, block[rows])
         else:
             out[rows] += values @ block[columns]
             out[columns] += values.T @ block[rows]
@@ -285,6 +335,18 @@ class LowRankShift:
         step = int(array.chunks[1])
         return [(slice(s, min(s + step, n)), None) for s in range(0, n, step)]
 
+    def fits_cache(self) -> bool:
+        """Whether ``X`` as float64 fits :attr:`cache_bytes` (then it is kept)."""
+        d, n = _open_array(self.data_path, "X").shape
+        return bool(8 * d * n <= self.cache_bytes)
+
+    def diagonal_terms(self, block: FloatArray) -> FloatArray:
+        """Return ``(α 11ᵀ + μI) @ block``, the part of ``K̄V`` that needs no ``X``."""
+        out: FloatArray = self.mu * block + self.alpha * block.sum(
+            axis=0, keepdims=True
+        )
+        return out
+
     def apply(self, block: FloatArray) -> FloatArray:
         """Return ``K̄ @ block`` for ``block`` of shape (n, b), float64."""
         array = _open_array(self.data_path, "X")
@@ -298,12 +360,50 @@ class LowRankShift:
         projected = np.zeros((array.shape[0], block.shape[1]))
         for span, cached in blocks:
             projected += columns(span, cached) @ block[span]
-        out: FloatArray = self.mu * block + self.alpha * block.sum(
-            axis=0, keepdims=True
-        )
+        out = self.diagonal_terms(block)
         for span, cached in blocks:
             out[span] += self.beta * (columns(span, cached).T @ projected)
         return out
+
+
+# -- the equivalent on a cluster ----------------------------------------------------
+
+DataColumns = FloatArray | tuple[str, int, int]
+"""Columns ``X[:, start:stop]``: held in a worker's memory, or ``(path, start, stop)``
+to read them from the store in the task."""
+
+
+def _data_columns(columns: DataColumns) -> FloatArray:
+    """Return the column block ``columns`` stands for, as float64."""
+    if isinstance(columns, np.ndarray):
+        return columns
+    path, start, stop = columns
+    return np.asarray(_open_array(path, "X")[:, start:stop], dtype=np.float64)
+
+
+def _read_data_columns(path: str, start: int, stop: int) -> FloatArray:
+    """Task: read ``X[:, start:stop]`` once, to keep in a worker's memory."""
+    return _data_columns((path, start, stop))
+
+
+def _project_columns(
+    columns: DataColumns, block: FloatArray, start: int, stop: int
+) -> FloatArray:
+    """Task: ``X[:, start:stop] V[start:stop]``, one term of ``XV`` (shape (d, b))."""
+    return _data_columns(columns) @ block[start:stop]
+
+
+def _sum_in_order(parts: Sequence[FloatArray]) -> FloatArray:
+    """Task: the sum of ``parts`` in list order (reproducible to the last bit)."""
+    total = np.array(parts[0], dtype=np.float64, copy=True)
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+def _back_project(columns: DataColumns, projected: FloatArray) -> FloatArray:
+    """Task: ``X[:, start:stop]ᵀ (XV)``, rows ``start:stop`` of ``XᵀXV``."""
+    return _data_columns(columns).T @ projected
 
 
 # -- the tiled operator -------------------------------------------------------------
@@ -368,7 +468,9 @@ class TiledOperator:
         if client is not None:
             threads = max(1, sum(client.nthreads().values()))
         n_tiles = math.ceil(n / tile)
+        self._threads = threads
         self._groups = _upper_tile_groups(n_tiles, threads * tasks_per_worker)
+        self._data: list[tuple[int, int, Any]] | None = None
         self._passes = 0
 
     @property
@@ -381,42 +483,109 @@ class TiledOperator:
         """Number of passes over the tiles so far."""
         return self._passes
 
+    def _data_parts(self) -> list[tuple[int, int, Any]]:
+        """Column groups ``(start, stop, part)`` of ``X`` for the cluster's tasks.
+
+        One contiguous group of whole chunks per worker thread. When ``X`` fits the
+        equivalent's ``cache_bytes`` each group is read once, by a task, and kept in
+        that worker's memory for every later pass (``part`` is its future);
+        otherwise ``part`` is ``(path, start, stop)`` and each task reads it.
+        """
+        if self._data is None:
+            assert self._low_rank is not None and self._client is not None
+            path = self._low_rank.data_path
+            array = _open_array(path, "X")
+            n, step = int(array.shape[1]), int(array.chunks[1])
+            n_chunks = math.ceil(n / step)
+            per_group = math.ceil(n_chunks / min(self._threads, n_chunks))
+            spans = [
+                (start, min(start + per_group * step, n))
+                for start in range(0, n, per_group * step)
+            ]
+            keep = self._low_rank.fits_cache()
+            self._data = [
+                (
+                    start,
+                    stop,
+                    self._client.submit(
+                        _read_data_columns, path, start, stop, pure=False
+                    )
+                    if keep
+                    else (path, start, stop),
+                )
+                for start, stop in spans
+            ]
+        return self._data
+
     def matmat(self, block: FloatArray) -> FloatArray:
         """Return ``A @ block`` for ``block`` of shape (n, b), float64."""
         block = _check_block(block, self._n)
         self._passes += 1
-        futures: list[Any] = []
-        partials: list[FloatArray] = []
-        if self._terms and self._client is not None:
-            shared = self._client.scatter(block, broadcast=True, hash=False)
-            futures = [
-                self._client.submit(
-                    _tile_group_product,
-                    group,
-                    self._terms,
-                    self._data_path,
-                    self._tile,
-                    shared,
-                    pure=False,
-                )
-                for group in self._groups
-            ]
-        elif self._terms:
-            partials = [
-                _tile_group_product(
-                    group, self._terms, self._data_path, self._tile, block
-                )
-                for group in self._groups
-            ]
+        if self._client is None:
+            return self._sequential_product(block)
 
-        # The equivalent runs on the client while the workers read tiles.
+        # Two stages for the equivalent (XV, then Xᵀ(XV)) on the workers, ahead of
+        # the tiles by priority so that the second stage overlaps the tile reads.
+        client = self._client
+        shared = client.scatter(block, broadcast=True, hash=False)
+        back: list[tuple[int, int, Any]] = []
+        if self._low_rank is not None:
+            parts = self._data_parts()
+            projections = [
+                client.submit(
+                    _project_columns, part, shared, start, stop, pure=False, priority=2
+                )
+                for start, stop, part in parts
+            ]
+            projected = client.submit(
+                _sum_in_order, projections, pure=False, priority=2
+            )
+            back = [
+                (
+                    start,
+                    stop,
+                    client.submit(
+                        _back_project, part, projected, pure=False, priority=1
+                    ),
+                )
+                for start, stop, part in parts
+            ]
+        tile_futures = [
+            client.submit(
+                _tile_group_product,
+                group,
+                self._terms,
+                self._data_path,
+                self._tile,
+                shared,
+                pure=False,
+            )
+            for group in (self._groups if self._terms else [])
+        ]
+
+        out = np.zeros_like(block)
+        if self._low_rank is not None:
+            sign, beta = self._low_rank_sign, self._low_rank.beta
+            out += sign * self._low_rank.diagonal_terms(block)
+            for (start, stop, _), rows in zip(
+                back, client.gather([future for _, _, future in back]), strict=True
+            ):
+                out[start:stop] += (sign * beta) * rows
+        for partial in client.gather(tile_futures):
+            out += partial
+        logger.debug("pass %d over %d tile groups", self._passes, len(self._groups))
+        return out
+
+    def _sequential_product(self, block: FloatArray) -> FloatArray:
+        """One pass in this process: the tile groups in order, then the equivalent."""
         out = np.zeros_like(block)
         if self._low_rank is not None:
             out += self._low_rank_sign * self._low_rank.apply(block)
-        if futures:
-            partials = self._client.gather(futures)
-        for partial in partials:
-            out += partial
+        if self._terms:
+            for group in self._groups:
+                out += _tile_group_product(
+                    group, self._terms, self._data_path, self._tile, block
+                )
         logger.debug("pass %d over %d tile groups", self._passes, len(self._groups))
         return out
 
