@@ -165,3 +165,19 @@ def test_bad_arguments_are_refused_before_any_pass(keyword: str, value: float) -
     with pytest.raises(ParameterError, match=keyword):
         extreme_eigenvalues(operator, **{keyword: value})  # type: ignore[arg-type]
     assert operator.passes == 0
+
+
+@pytest.mark.parametrize("m, ends", [(60, 5), (12, 5)])  # selected ends, then all
+def test_ritz_pairs_at_both_ends_match_full_eigh(m: int, ends: int) -> None:
+    from implicit_rmt.lanczos import _ritz_pairs
+
+    a = wigner(m, seed=9)
+    values, vectors = np.linalg.eigh(a)
+    theta, ritz = _ritz_pairs(a, ends)
+    wanted = np.r_[0:ends, m - ends : m] if m > 4 * ends else np.arange(m)
+    # Backward-stable solvers on the same matrix: values within eps·m·‖A‖, and
+    # (the spectrum of a GOE matrix being simple) vectors equal up to sign.
+    scale = np.abs(values).max()
+    assert np.allclose(theta, values[wanted], rtol=0, atol=EPS * m * scale)
+    overlaps = np.abs(np.sum(ritz * vectors[:, wanted], axis=0))
+    assert np.allclose(overlaps, 1.0, rtol=0, atol=1e-8)
