@@ -2,7 +2,7 @@
 
 The solver builds an orthonormal basis ``Q`` of a block Krylov space of a
 symmetric operator ``A`` one block per pass, keeps ``AQ`` next to it, and runs
-Rayleigh–Ritz on ``H = QᵀAQ`` after every pass (docs/solver.md, equations
+Rayleigh–Ritz on ``H = QᵀAQ`` on a schedule of passes (docs/solver.md, equations
 (2)–(4)). Ritz residuals are computed directly as ``AQs − θQs``, so loss of
 orthogonality or rounding in the products cannot make a certificate look better
 than it is. When the basis reaches its size limit it is restarted thickly: the
@@ -11,10 +11,11 @@ and the Krylov process continues from the current residual block (equation (5)).
 
 Certificates (docs/solver.md, section "Certificates"): for each end, the Ritz
 value ``θ`` comes with a half-width ``min(‖r‖, ‖R_k‖²/δ_k) + rounding`` —
-equations (6)–(8). The operator norm is ``max(λ_max, −λ_min)`` with the half-width
-of equation (9). The solver stops when that half-width is at most ``tol`` times
-the norm, or raises :class:`~implicit_rmt.errors.ConvergenceError` carrying the
-partial :class:`LanczosResult` when the pass limit is reached.
+equations (6)–(8). The operator norm is the midpoint of the interval (9), whose
+lower end is ``max(θ₁, −θ_min)`` by interlacing, with that interval's half-width.
+The solver stops when that half-width is at most ``tol`` times the norm, or
+raises :class:`~implicit_rmt.errors.ConvergenceError` carrying the partial
+:class:`LanczosResult` when the pass limit is reached.
 """
 
 from __future__ import annotations
@@ -91,23 +92,36 @@ class LanczosResult:
         return out
 
 
-def _orthonormalise(block: FloatArray, basis: FloatArray, drop: float) -> FloatArray:
+def _orthonormalise(
+    block: FloatArray,
+    basis: FloatArray,
+    drop: float,
+    coefficients: FloatArray | None = None,
+) -> FloatArray:
     """Orthogonalise ``block`` against ``basis`` twice, then orthonormalise it.
 
     Columns whose component outside ``basis`` has norm at most ``drop`` are
     removed (rank deficiency: the Krylov space has become invariant in those
     directions). Returns an (n, k) array with orthonormal columns, ``k ≤ b``.
+    ``coefficients``, when given, is ``basisᵀ block`` already computed (the new
+    column of ``H``), and saves the first of the products.
     """
+    longest = float(np.max(np.linalg.norm(block, axis=0))) if block.size else 0.0
     # Two passes of classical Gram–Schmidt against the basis ("twice is enough").
-    for _ in range(2):
+    for sweep in range(2):
         if basis.shape[1]:
-            block = block - basis @ (basis.T @ block)
+            known = sweep == 0 and coefficients is not None
+            block = block - basis @ (coefficients if known else basis.T @ block)
     if block.shape[1] == 0:
         return block
     left, singular, _ = np.linalg.svd(block, full_matrices=False)
-    kept = left[:, singular > drop]
-    # One more pass removes what the SVD rotated back into the basis.
-    if basis.shape[1] and kept.shape[1]:
+    kept_values = singular[singular > drop]
+    kept = left[:, : kept_values.size]
+    # The SVD divides by the singular values, so what is left of the basis in
+    # ``block`` (ε·‖block‖ after two passes) comes back enlarged by
+    # ‖block‖/σ_min: one more pass when a kept direction is ten times shorter
+    # than the longest column was.
+    if basis.shape[1] and kept.shape[1] and kept_values[-1] < 0.1 * longest:
         kept = kept - basis @ (basis.T @ kept)
         kept, _ = np.linalg.qr(kept)
     return np.ascontiguousarray(kept)
@@ -157,12 +171,18 @@ def _end_bound(theta: FloatArray, residual_block: FloatArray) -> EndBound:
     return EndBound(value=float(theta[0]), bound=best, residual=float(norms[0]))
 
 
-def _norm_interval(upper: EndBound, lower: EndBound) -> tuple[float, float]:
-    """``‖A‖₂`` and its half-width from the two end intervals (equation (9))."""
-    value = max(upper.value, -lower.value)
-    high = max(upper.value + upper.bound, -(lower.value - lower.bound))
-    low = max(upper.value - upper.bound, -(lower.value + lower.bound))
-    return value, max(high - value, value - low, 0.0)
+def _norm_interval(
+    upper: EndBound, lower: EndBound, rounding: float
+) -> tuple[float, float]:
+    """``‖A‖₂`` as the midpoint of the interval (9), and that interval's half-width.
+
+    By interlacing each extreme Ritz value lies inside the spectrum (up to
+    ``rounding``), so the interval's lower end is ``max(θ₁, −θ_min) − rounding``;
+    the ends' half-widths bound it from above.
+    """
+    low = max(max(upper.value, -lower.value) - rounding, 0.0)
+    high = max(upper.value + upper.bound, -(lower.value - lower.bound), low)
+    return (low + high) / 2, (high - low) / 2
 
 
 def _certify(
@@ -193,7 +213,7 @@ def _certify(
     lower = _end_bound(theta[:ends], bottom_res)
     upper = EndBound(upper.value, upper.bound + rounding, upper.residual)
     lower = EndBound(lower.value, lower.bound + rounding, lower.residual)
-    norm, half_width = _norm_interval(upper, lower)
+    norm, half_width = _norm_interval(upper, lower, rounding)
     logger.debug(
         "basis %d: norm %.17g ± %.3g (relative %.3g), λ ∈ [%.12g, %.12g]",
         size,
@@ -373,7 +393,9 @@ def extreme_eigenvalues(
         ## basis, hence to any Ritz vectors kept below), refilled at random after
         ## deflation.
         drop = 64.0 * _EPS * math.sqrt(n) * max(scale, 1e-300)
-        candidate = _orthonormalise(image, basis[:, :size], drop)
+        candidate = _orthonormalise(
+            image, basis[:, :size], drop, projected[:size, size - k : size]
+        )
 
         ## Thick restart when the next block would not fit: keep both ends.
         if size + b > limit:
