@@ -97,10 +97,13 @@ def test_point_arguments_carry_every_setting() -> None:
             activation_params={"slope": 0.1},
             spectra=True,
             tile=16,
+            block_size=64,
+            max_passes=90,
         )
     )
     arguments = point_arguments(config["sweeps"]["small"])
     text = " ".join(arguments)
+    assert "--block-size 64" in text and "--max-passes 90" in text
     assert "--activation leaky_relu" in text and "--activation-param slope=0.1" in text
     assert "--tile 16" in text and "--spectra auto" in text and "--threads" in arguments
     assert "--explicit" not in arguments
@@ -140,6 +143,8 @@ def test_the_selected_sweep_must_exist() -> None:
         ),
         (with_sweep(seeds=[0, 0]), "sweeps.small.seeds", "without repeated"),
         (with_sweep(tolerance=1.5), "sweeps.small.tolerance", "< 1"),
+        (with_sweep(block_size=0), "sweeps.small.block_size", ">= 1"),
+        (with_sweep(max_passes=2.5), "sweeps.small.max_passes", "integer"),
         (with_sweep(spectra="yes"), "sweeps.small.spectra", "one of False, True, none"),
     ],
 )

@@ -219,6 +219,10 @@ def point_arguments(sweep: Mapping[str, Any]) -> list[str]:
         str(sweep["workers"]),
         "--tol",
         repr(float(sweep["tolerance"])),
+        "--block-size",
+        str(sweep["block_size"]),
+        "--max-passes",
+        str(sweep["max_passes"]),
     ]
     for key, value in sorted(sweep["activation_params"].items()):
         arguments += ["--activation-param", f"{key}={float(value)!r}"]
