@@ -110,8 +110,10 @@ def _orthonormalise(
     # Two passes of classical Gram–Schmidt against the basis ("twice is enough").
     for sweep in range(2):
         if basis.shape[1]:
-            known = sweep == 0 and coefficients is not None
-            block = block - basis @ (coefficients if known else basis.T @ block)
+            if sweep == 0 and coefficients is not None:
+                block = block - basis @ coefficients
+            else:
+                block = block - basis @ (basis.T @ block)
     if block.shape[1] == 0:
         return block
     left, singular, _ = np.linalg.svd(block, full_matrices=False)
