@@ -19,10 +19,12 @@ upper triangle of the stored array mirrored), and a pass reads half the array.
 Distribution: the upper tiles are split into contiguous groups of near-equal
 count, one Dask task per group. ``V`` is scattered (broadcast) once per pass, each
 task reads its tiles and returns its partial ``(n, b)`` product, the client sums
-them. The low-rank part runs on the client while the tile tasks run, with ``X``
-kept in memory when it fits :attr:`LowRankShift.cache_bytes` and read column block
-by column block otherwise. Memory is ``O(n·b)`` per task plus one tile, never
-``O(n²)``.
+them in a fixed order. The low-rank part runs on the workers too, as two task
+stages ahead of the tiles (``XV`` over column groups of ``X``, then ``Xᵀ(XV)``),
+with the groups of ``X`` kept in the workers' memory when ``X`` fits
+:attr:`LowRankShift.cache_bytes` and read by each task otherwise. Without a client
+everything runs in this process, in order. Memory is ``O(n·b)`` per task plus one
+tile, never ``O(n²)``.
 """
 
 from __future__ import annotations
