@@ -17,7 +17,7 @@ Smaller sizes for a quick smoke run::
 
     python benchmarks/lanczos.py --n-passes 2048 --n-svd 1000 --n-eigsh 1024
 
-The cluster is the one a sweep's point job gets by default: one single-threaded
+The cluster is the one ``implicit-rmt point`` starts by default: one single-threaded
 worker process per core (``--threads`` for threads of this process instead).
 Stores go to ``--workdir`` (default: a temporary directory, removed at the end).
 """
@@ -271,7 +271,7 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         action="store_true",
-        help="workers as threads of this process (default: processes, as in a sweep)",
+        help="workers as threads of this process (default: worker processes)",
     )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument(
