@@ -181,3 +181,38 @@ def test_ritz_pairs_at_both_ends_match_full_eigh(m: int, ends: int) -> None:
     assert np.allclose(theta, values[wanted], rtol=0, atol=EPS * m * scale)
     overlaps = np.abs(np.sum(ritz * vectors[:, wanted], axis=0))
     assert np.allclose(overlaps, 1.0, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("short", [1.0, 1e-7])  # similar columns, then disparate
+def test_orthonormalise_keeps_the_new_block_orthogonal_to_the_basis(
+    short: float,
+) -> None:
+    from implicit_rmt.lanczos import _orthonormalise
+
+    n, m, b = 500, 60, 8
+    rng = np.random.default_rng(11)
+    basis, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    # Half the columns have a component beyond the basis of relative size
+    # `short`, the others of size 1: the worst case for the SVD, whose error on
+    # the short directions is bounded only by ε·(longest/shortest). The result
+    # must be orthonormal and orthogonal to the basis either way.
+    outside = rng.standard_normal((n, b))
+    outside[:, : b // 2] *= short
+    block = basis @ rng.standard_normal((m, b)) + outside
+    for coefficients in (None, basis.T @ block):
+        new = _orthonormalise(block, basis, drop=0.0, coefficients=coefficients)
+        assert new.shape == (n, b)
+        # Orthonormal to a few eps·√n, and orthogonal to the basis likewise.
+        assert np.abs(new.T @ new - np.eye(b)).max() <= 8 * EPS * np.sqrt(n)
+        assert np.abs(basis.T @ new).max() <= 8 * EPS * np.sqrt(n)
+
+
+def test_orthonormalise_drops_directions_inside_the_basis() -> None:
+    from implicit_rmt.lanczos import _orthonormalise
+
+    rng = np.random.default_rng(12)
+    basis, _ = np.linalg.qr(rng.standard_normal((200, 30)))
+    inside = basis @ rng.standard_normal((30, 3))
+    block = np.hstack([inside, rng.standard_normal((200, 2))])
+    new = _orthonormalise(block, basis, drop=1e-10)
+    assert new.shape == (200, 2)
