@@ -298,6 +298,18 @@ def _upper_tile_groups(n_tiles: int, n_groups: int) -> list[list[tuple[int, int]
 
 # -- the equivalent ---------------------------------------------------------------
 
+DataColumns = FloatArray | tuple[str, int, int]
+"""Columns ``X[:, start:stop]``: held in memory (this process's or a worker's), or
+``(path, start, stop)`` to read them from the store where they are used."""
+
+
+def _data_columns(columns: DataColumns) -> FloatArray:
+    """Return the column block ``columns`` stands for, as float64."""
+    if isinstance(columns, np.ndarray):
+        return columns
+    path, start, stop = columns
+    return np.asarray(_open_array(path, "X")[:, start:stop], dtype=np.float64)
+
 
 @dataclass(frozen=True)
 class LowRankShift:
@@ -326,16 +338,22 @@ class LowRankShift:
         default_factory=dict, compare=False, repr=False
     )
 
-    def _blocks(self) -> list[tuple[slice, FloatArray | None]]:
-        """Column spans of X, with the block when cached (None: read it)."""
+    def _blocks(self) -> list[tuple[int, int, DataColumns]]:
+        """Column spans ``(start, stop, columns)`` of X.
+
+        One span holding all of X when it fits :attr:`cache_bytes` (read once),
+        else one span per chunk column, read where it is used.
+        """
         array = _open_array(self.data_path, "X")
-        d, n = array.shape
-        if 8 * d * n <= self.cache_bytes:
+        n, step = int(array.shape[1]), int(array.chunks[1])
+        if self.fits_cache():
             if "X" not in self._cache:
-                self._cache["X"] = np.asarray(array[...], dtype=np.float64)
-            return [(slice(0, n), self._cache["X"])]
-        step = int(array.chunks[1])
-        return [(slice(s, min(s + step, n)), None) for s in range(0, n, step)]
+                self._cache["X"] = _data_columns((self.data_path, 0, n))
+            return [(0, n, self._cache["X"])]
+        return [
+            (start, min(start + step, n), (self.data_path, start, min(start + step, n)))
+            for start in range(0, n, step)
+        ]
 
     def fits_cache(self) -> bool:
         """Whether ``X`` as float64 fits :attr:`cache_bytes` (then it is kept)."""
@@ -351,41 +369,18 @@ class LowRankShift:
 
     def apply(self, block: FloatArray) -> FloatArray:
         """Return ``K̄ @ block`` for ``block`` of shape (n, b), float64."""
-        array = _open_array(self.data_path, "X")
+        d = int(_open_array(self.data_path, "X").shape[0])
         blocks = self._blocks()
-
-        def columns(span: slice, cached: FloatArray | None) -> FloatArray:
-            if cached is not None:
-                return cached
-            return np.asarray(array[:, span], dtype=np.float64)
-
-        projected = np.zeros((array.shape[0], block.shape[1]))
-        for span, cached in blocks:
-            projected += columns(span, cached) @ block[span]
+        projected = np.zeros((d, block.shape[1]))
+        for start, stop, part in blocks:
+            projected += _data_columns(part) @ block[start:stop]
         out = self.diagonal_terms(block)
-        for span, cached in blocks:
-            out[span] += self.beta * (columns(span, cached).T @ projected)
+        for start, stop, part in blocks:
+            out[start:stop] += self.beta * (_data_columns(part).T @ projected)
         return out
 
 
 # -- the equivalent on a cluster ----------------------------------------------------
-
-DataColumns = FloatArray | tuple[str, int, int]
-"""Columns ``X[:, start:stop]``: held in a worker's memory, or ``(path, start, stop)``
-to read them from the store in the task."""
-
-
-def _data_columns(columns: DataColumns) -> FloatArray:
-    """Return the column block ``columns`` stands for, as float64."""
-    if isinstance(columns, np.ndarray):
-        return columns
-    path, start, stop = columns
-    return np.asarray(_open_array(path, "X")[:, start:stop], dtype=np.float64)
-
-
-def _read_data_columns(path: str, start: int, stop: int) -> FloatArray:
-    """Task: read ``X[:, start:stop]`` once, to keep in a worker's memory."""
-    return _data_columns((path, start, stop))
 
 
 def _project_columns(
@@ -509,9 +504,7 @@ class TiledOperator:
                 (
                     start,
                     stop,
-                    self._client.submit(
-                        _read_data_columns, path, start, stop, pure=False
-                    )
+                    self._client.submit(_data_columns, (path, start, stop), pure=False)
                     if keep
                     else (path, start, stop),
                 )
