@@ -572,7 +572,7 @@ class TiledOperator:
         return out
 
     def _sequential_product(self, block: FloatArray) -> FloatArray:
-        """One pass in this process: the tile groups in order, then the equivalent."""
+        """One pass in this process: the equivalent, then the tile groups in order."""
         out = np.zeros_like(block)
         if self._low_rank is not None:
             out += self._low_rank_sign * self._low_rank.apply(block)
