@@ -56,6 +56,23 @@ def timed(function: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
+def best_of(repeats: int, function: Callable[[], Any]) -> float:
+    """Fewest seconds ``function`` took over ``repeats`` calls."""
+    return min(timed(function)[1] for _ in range(repeats))
+
+
+def tile_spans(n: int, tile: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each tile row (or column) of an n×n array."""
+    return [(start, min(start + tile, n)) for start in range(0, n, tile)]
+
+
+def read_upper_tiles(array: Any, spans: list[tuple[int, int]]) -> None:
+    """One plain sequential read of the tiles a pass reads: those with I ≤ J."""
+    for i, (r0, r1) in enumerate(spans):
+        for c0, c1 in spans[i:]:
+            array[r0:r1, c0:c1]
+
+
 def build(root: Path, n: int, d: int, tile: int, client: Any) -> Path:
     path = root / f"n{n}_d{d}" / "kernels.zarr"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,16 +136,11 @@ def seconds_per_pass(
     store = open_store(path)
     array = store["ck"]
     n, tile = store.spec.n, store.spec.tile
-    blocks = [(i * tile, min((i + 1) * tile, n)) for i in range(-(-n // tile))]
+    blocks = tile_spans(n, tile)
 
     def read_all() -> None:
         for r0, r1 in blocks:
             for c0, c1 in blocks:
-                array[r0:r1, c0:c1]
-
-    def read_upper() -> None:
-        for i, (r0, r1) in enumerate(blocks):
-            for c0, c1 in blocks[i:]:
                 array[r0:r1, c0:c1]
 
     data = store["X"]
@@ -137,13 +149,14 @@ def seconds_per_pass(
         for c0, c1 in blocks:
             data[:, c0:c1]
 
-    def best(function: Callable[[], Any]) -> float:
-        return min(timed(function)[1] for _ in range(repeats))
+    best = functools.partial(best_of, repeats)
 
     read_all()  # warm the page cache once, for every contender alike
     reads = {
         "plain read, all ck tiles": best(read_all),
-        "plain read, upper ck tiles": best(read_upper),
+        "plain read, upper ck tiles": best(
+            functools.partial(read_upper_tiles, array, blocks)
+        ),
         "plain read of X": best(read_data),
     }
     base = reads["plain read, all ck tiles"]
@@ -194,16 +207,8 @@ def against_dense_norm(path: Path, client: Any, block_size: int) -> None:
     # What no solver making this many passes can beat: one plain read of the
     # upper tiles (the least a pass reads) per pass, with no arithmetic at all.
     store = open_store(path)
-    array, n, tile = store["ck"], store.spec.n, store.spec.tile
-    starts = range(0, n, tile)
-
-    def read_upper() -> None:
-        for r in starts:
-            for c in starts:
-                if c >= r:
-                    array[r : r + tile, c : c + tile]
-
-    upper = min(timed(read_upper)[1] for _ in range(5))
+    spans = tile_spans(store.spec.n, store.spec.tile)
+    upper = best_of(5, functools.partial(read_upper_tiles, store["ck"], spans))
     floor = result.passes * upper
     print(f"  Lanczos from the store, in-process: {describe(result)}, {ours:.2f} s")
     print(
